@@ -1,0 +1,31 @@
+"""incident_rpc: an incident tracker with a POST-only command API and live events."""
+
+import logging
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app from the environment (`Config`), with `overrides` on top."""
+    from . import actions  # noqa: F401  (importing it registers every action)
+    from . import cli, database, health, rpc
+    from .config import INSTANCE, Config, resolve_secret_key
+    from .extensions import db, migrate, sock
+
+    app = Flask(__name__, instance_path=str(INSTANCE))
+    app.config.from_object(Config)
+    app.config.update(overrides or {})
+    resolve_secret_key(app.config)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", database.engine_options(app.config))
+    logging.getLogger("incident_rpc").setLevel(app.config["LOG_LEVEL"])
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=database.MIGRATIONS)
+    sock.init_app(app)
+    app.register_blueprint(rpc.bp)
+    app.register_blueprint(health.bp)
+    cli.init_app(app)
+    with app.app_context():
+        database.prepare(app)
+    return app

@@ -1,0 +1,126 @@
+"""Incident actions: create, get, get_all, update, resolve.
+
+Handlers only: they receive validated parameters and the caller, change rows,
+record the event in the same transaction and return the object to dump.
+"""
+
+from typing import Any
+
+from sqlalchemy import Select, literal, select, tuple_
+
+from .. import events, legacy
+from ..errors import Conflict, NotFound
+from ..extensions import db
+from ..models import Incident, Status, UTCDateTime, utcnow
+from ..rpc import Context, action
+from ..schemas import (
+    CreateParams,
+    IdParams,
+    ListParams,
+    ResolveParams,
+    UpdateParams,
+    incident_out,
+    incident_page_out,
+)
+
+NEWEST_FIRST = (Incident.created_at.desc(), Incident.id.desc())
+
+
+def find(incident_id: int) -> Incident:
+    incident = db.session.get(Incident, incident_id)
+    if incident is None:
+        raise NotFound(f"no incident with id {incident_id}", legacy_message="Incident have not found")
+    return incident
+
+
+def filtered(params: dict[str, Any]) -> Select[tuple[Incident]]:
+    query = select(Incident)
+    for name in ("status", "source", "severity"):
+        if name in params:
+            query = query.where(getattr(Incident, name) == params[name])
+    return query
+
+
+@action(
+    "create", params=CreateParams(), role="reporter", output=incident_out, status=201,
+    legacy_params=legacy.CreateParams(), legacy_output=legacy.incident_out,
+)  # fmt: skip
+def create(ctx: Context, params: dict[str, Any]) -> Incident:
+    """Open a new incident with status `new`."""
+    now = utcnow()
+    incident = Incident(
+        status=Status.new, created_by=ctx.actor, created_at=now, updated_at=now, **params
+    )
+    db.session.add(incident)
+    events.record("added", incident, ctx.actor)
+    return incident
+
+
+@action("get", params=IdParams(), role="reporter", output=incident_out)
+def get(ctx: Context, params: dict[str, Any]) -> Incident:
+    return find(params["id"])
+
+
+@action(
+    "get_all", params=ListParams(), role="reporter", output=incident_page_out,
+    legacy_params=legacy.ListParams(), legacy_handler=legacy.stream_incidents,
+)  # fmt: skip
+def get_all(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """One page, newest first; the cursor is the (created_at, id) of the page's last row."""
+    query = filtered(params).order_by(*NEWEST_FIRST).limit(params["limit"] + 1)
+    if "cursor" in params:
+        created_at, last_id = params["cursor"]
+        after = tuple_(literal(created_at, UTCDateTime), literal(last_id))
+        query = query.where(tuple_(Incident.created_at, Incident.id) < after)
+    rows = list(db.session.scalars(query))
+    page, more = rows[: params["limit"]], len(rows) > params["limit"]
+    next_cursor = (page[-1].created_at, page[-1].id) if more else None
+    return {"incidents": page, "next_cursor": next_cursor}
+
+
+EDITABLE = ("title", "description", "status", "severity", "source", "details")
+
+
+@action(
+    "update", params=UpdateParams(), role="agent", output=incident_out,
+    legacy_params=legacy.UpdateParams(), legacy_output=legacy.incident_out,
+)  # fmt: skip
+def update(ctx: Context, params: dict[str, Any]) -> Incident:
+    """Change the given fields; with `version`, only if nobody changed it since."""
+    incident = find(params["id"])
+    if "version" in params and params["version"] != incident.version:
+        raise Conflict(
+            f"incident {incident.id} is at version {incident.version}, not {params['version']}"
+        )
+    changes = {
+        name: [getattr(incident, name), params[name]]
+        for name in EDITABLE
+        if name in params and getattr(incident, name) != params[name]
+    }
+    if not changes:
+        return incident
+    for name, (_, new) in changes.items():
+        setattr(incident, name, new)
+    now = utcnow()
+    incident.updated_at = now
+    if "status" in changes:
+        completed = incident.status == Status.completed
+        incident.resolved_at = now if completed else None
+        incident.resolved_by = ctx.actor if completed else None
+    events.record("updated", incident, ctx.actor, changes)
+    return incident
+
+
+@action("resolve", params=ResolveParams(), role="agent", output=incident_out)
+def resolve(ctx: Context, params: dict[str, Any]) -> Incident:
+    """Move an incident to `completed`, recording when, by whom and why."""
+    incident = find(params["id"])
+    if incident.status == Status.completed:
+        raise Conflict(f"incident {incident.id} is already resolved")
+    changes = {"status": [incident.status, Status.completed.value]}
+    incident.status = Status.completed
+    incident.resolved_at = incident.updated_at = utcnow()
+    incident.resolved_by = ctx.actor
+    incident.resolution = params.get("resolution")
+    events.record("resolved", incident, ctx.actor, changes)
+    return incident

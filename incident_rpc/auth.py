@@ -1,0 +1,90 @@
+"""Who the caller is: password hashes, signed tokens, and the token check.
+
+A token is `{"u": user id, "e": session epoch}` signed with itsdangerous under
+SECRET_KEY, with the signing time inside. Logout, a password change or
+disabling a user bumps the epoch, so every older token fails the one indexed
+primary-key lookup that each request makes anyway.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .errors import BadCredentials, ExpiredToken, InvalidToken, MissingToken
+from .extensions import db
+from .models import Role, User
+
+ROLE_RANK = {Role.reporter: 1, Role.agent: 2, Role.admin: 3}
+_TOKEN_SALT = "incident-rpc-token"
+# Checked when the username is unknown, so that a wrong username costs as
+# much time as a wrong password and does not reveal which names exist.
+_DUMMY_HASH = generate_password_hash("not a real password")
+
+
+@dataclass(frozen=True)
+class Caller:
+    username: str
+    role: str
+    user_id: int | None = None
+    key_id: int | None = None
+
+    def has_role(self, needed: str) -> bool:
+        return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(needed)]
+
+
+def hash_password(password: str) -> str:
+    return generate_password_hash(password)
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_TOKEN_SALT)
+
+
+def login(username: str, password: str) -> User:
+    """The user with these credentials, or BadCredentials (same time either way)."""
+    user = db.session.execute(select(User).where(User.username == username)).scalar_one_or_none()
+    password_hash = user.password_hash if user else _DUMMY_HASH
+    if not check_password_hash(password_hash, password) or not user or user.disabled:
+        raise BadCredentials()
+    return user
+
+
+def issue_token(user: User) -> dict[str, Any]:
+    ttl = current_app.config["TOKEN_TTL"]
+    issued = datetime.now(UTC).replace(microsecond=0)
+    token = _serializer().dumps({"u": user.id, "e": user.session_epoch})
+    return {
+        "token": token,
+        "token_type": "bearer",
+        "expires_in": ttl,
+        "expires_at": issued + timedelta(seconds=ttl),
+    }
+
+
+def authenticate(token: Any) -> Caller:
+    """The caller a token belongs to; 401 for anything missing, bad, expired or revoked."""
+    if token is None or token == "":
+        raise MissingToken()
+    if not isinstance(token, str) or len(token) > 1024:
+        raise InvalidToken()
+    try:
+        claims = _serializer().loads(token, max_age=current_app.config["TOKEN_TTL"])
+    except SignatureExpired as error:
+        raise ExpiredToken() from error
+    except BadData as error:  # tampered, truncated, another key, not ours at all
+        raise InvalidToken() from error
+    if not isinstance(claims, dict):
+        raise InvalidToken()
+    row = db.session.execute(
+        select(User.username, User.role, User.disabled, User.session_epoch).where(
+            User.id == claims.get("u")
+        )
+    ).first()
+    if row is None or row.disabled or row.session_epoch != claims.get("e"):
+        raise InvalidToken()
+    return Caller(row.username, row.role, user_id=claims["u"])

@@ -1,0 +1,67 @@
+"""Settings, read once from the environment.
+
+Every setting has a development default except the ones that would be unsafe in
+production: there `SECRET_KEY` must be given (see `check_production`).
+"""
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = Path(os.environ.get("INSTANCE_PATH", ROOT / "instance"))
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _bool(name: str, default: bool) -> bool:
+    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Config:
+    """Attributes become `app.config` keys; `create_app(overrides)` can replace any."""
+
+    ENV = os.environ.get("INCIDENT_RPC_ENV", "development")  # or "production"
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+    SQLALCHEMY_DATABASE_URI = os.environ.get(
+        "DATABASE_URL", f"sqlite:///{INSTANCE / 'incident_rpc.sqlite3'}"
+    )
+    DB_CONNECT_TIMEOUT = _int("DB_CONNECT_TIMEOUT", 3)  # seconds before a 503
+    DB_STATEMENT_TIMEOUT_MS = _int("DB_STATEMENT_TIMEOUT_MS", 15000)
+    DB_POOL_SIZE = _int("DB_POOL_SIZE", 10)
+    AUTO_MIGRATE = _bool("AUTO_MIGRATE", True)
+    TOKEN_TTL = _int("TOKEN_TTL", 3600)
+    ADMIN_USERNAME = os.environ.get("ADMIN_USERNAME")
+    ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
+    MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
+    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+
+
+class ConfigError(RuntimeError):
+    """The settings cannot run safely; the message says which one to fix."""
+
+
+def resolve_secret_key(config: dict) -> None:
+    """Production needs an explicit key; development makes one once and keeps it on disk."""
+    if config.get("SECRET_KEY"):
+        return
+    if config["ENV"] == "production":
+        raise ConfigError("SECRET_KEY must be set when INCIDENT_RPC_ENV=production")
+    key_file = INSTANCE / "secret_key"
+    INSTANCE.mkdir(parents=True, exist_ok=True)
+    try:  # O_EXCL: when several workers start at once, exactly one writes the key
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    except FileExistsError:
+        pass
+    for _ in range(50):  # another process may be between create and write
+        key = key_file.read_text().strip()
+        if key:
+            config["SECRET_KEY"] = key
+            return
+        time.sleep(0.02)
+    raise ConfigError(f"{key_file} is empty; delete it or set SECRET_KEY")

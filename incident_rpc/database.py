@@ -1,0 +1,108 @@
+"""Connections and schema: engine settings, migrations at start-up, the first admin.
+
+Start-up runs the migrations and creates the first administrator under one
+lock (a PostgreSQL advisory lock, or a file lock beside the SQLite file), so
+any number of workers and instances may start at once on an empty database.
+"""
+
+import fcntl
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_migrate import upgrade
+from sqlalchemy import event, func, select, text
+from sqlalchemy.engine import Engine, make_url
+
+from .auth import hash_password
+from .extensions import db
+from .models import Role, User
+
+MIGRATIONS = str(Path(__file__).resolve().parent.parent / "migrations")
+_MIGRATION_LOCK_KEY = 0x1C1DE47  # any constant shared by every instance
+log = logging.getLogger("incident_rpc")
+
+
+def engine_options(config: dict[str, Any]) -> dict[str, Any]:
+    """Bounded waits everywhere: a dead database becomes a 503, never a hang."""
+    url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite":
+        return {"connect_args": {"timeout": 15}}
+    timeout = config["DB_CONNECT_TIMEOUT"]
+    return {
+        "pool_size": config["DB_POOL_SIZE"],
+        "max_overflow": config["DB_POOL_SIZE"],
+        "pool_timeout": timeout,
+        "connect_args": {
+            "connect_timeout": timeout,
+            "options": f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']}",
+            # Notice a peer that vanished (no RST) within seconds rather than hours.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": timeout * 1000 * 3,
+        },
+    }
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # Take the write lock up front: a read that later writes would otherwise fail
+    # with "database is locked" when another worker wrote in between.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+
+
+@contextmanager
+def startup_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name == "sqlite":
+        path = Path(engine.url.database or "instance/memory").with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        return
+    with engine.connect() as connection:
+        connection.execute(select(func.pg_advisory_lock(_MIGRATION_LOCK_KEY)))
+        try:
+            yield
+        finally:
+            connection.execute(select(func.pg_advisory_unlock(_MIGRATION_LOCK_KEY)))
+            connection.commit()
+
+
+def ensure_first_admin(username: str | None, password: str | None) -> None:
+    if not (username and password) or db.session.scalar(select(User.id).limit(1)):
+        return
+    db.session.add(User(username=username, password_hash=hash_password(password), role=Role.admin))
+    db.session.commit()
+    log.info("created the first administrator, %s", username)
+
+
+def prepare(app: Flask) -> None:
+    """Inside an app context: tune the engine, migrate, create the first admin."""
+    if db.engine.dialect.name == "sqlite":
+        _tune_sqlite(db.engine)
+    if not app.config["AUTO_MIGRATE"]:
+        return
+    with startup_lock(db.engine):
+        upgrade(directory=MIGRATIONS)
+        ensure_first_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
+    db.session.remove()
+
+
+def ping() -> None:
+    db.session.execute(text("SELECT 1"))

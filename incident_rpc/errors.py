@@ -1,0 +1,152 @@
+"""The error vocabulary and the one function that turns any exception into an envelope.
+
+Handlers raise an `RpcError` subclass; everything else that escapes (a database
+outage, a stale row, a bug) is classified here, so no other module builds a
+failure envelope. Each error may carry the legacy dialect's own code and words.
+"""
+
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm.exc import StaleDataError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("incident_rpc")
+
+
+class RpcError(Exception):
+    status = 500
+    message = "internal error"
+    legacy_status: int | None = None
+    legacy_message: str | None = None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        data: dict[str, Any] | None = None,
+        *,
+        legacy_message: str | None = None,
+    ) -> None:
+        super().__init__(message or self.message)
+        if message:
+            self.message = message
+        if legacy_message:
+            self.legacy_message = legacy_message
+        self.data = data or {}
+
+
+class BadRequest(RpcError):
+    status, message = 400, "bad request"
+
+
+class InvalidJSON(BadRequest):
+    message = "Invalid JSON"
+
+
+class InvalidParams(BadRequest):
+    def __init__(self, errors: dict[str, Any], legacy_message: str | None = None) -> None:
+        names = ", ".join(sorted(errors))
+        super().__init__(
+            f"invalid parameters: {names}", {"errors": errors}, legacy_message=legacy_message
+        )
+
+
+class Unauthorized(RpcError):
+    status, message = 401, "authentication required"
+
+
+class MissingToken(Unauthorized):
+    message, legacy_status = "Token is required", 400
+
+
+class InvalidToken(Unauthorized):
+    message = "Invalid token"
+
+
+class ExpiredToken(Unauthorized):
+    message = "Token is expired"
+
+
+class BadCredentials(Unauthorized):
+    message = "Invalid credentials"
+
+
+class Forbidden(RpcError):
+    status, message = 403, "your role does not allow this action"
+
+
+class NotFound(RpcError):
+    status, message = 404, "not found"
+
+
+class MethodNotAllowed(RpcError):
+    status, message = 405, "POST required"
+
+
+class Conflict(RpcError):
+    status, message = 409, "conflict"
+
+
+class PayloadTooLarge(RpcError):
+    status, message = 413, "request body too large"
+
+
+class TooManyRequests(RpcError):
+    status, message = 429, "too many requests"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message, {"retry_after": retry_after})
+
+
+class Unavailable(RpcError):
+    status, message = 503, "the database is unavailable; retry later"
+
+
+class InternalError(RpcError):
+    status, legacy_message = 500, "Global error try later"
+
+
+_HTTP_ERRORS: dict[int, type[RpcError]] = {
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+}
+
+
+def classify(exc: BaseException) -> RpcError:
+    """Map any exception to an RpcError, logging the ones that are our bugs."""
+    if isinstance(exc, RpcError):
+        return exc
+    if isinstance(exc, HTTPException) and exc.code in _HTTP_ERRORS:
+        return _HTTP_ERRORS[exc.code]()
+    if isinstance(exc, StaleDataError):
+        return Conflict("the incident was changed by someone else; fetch it and retry")
+    if isinstance(exc, sa_exc.DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+    ):
+        log.warning("database unavailable: %s", type(exc.orig).__name__)
+        return Unavailable()
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return Unavailable()
+    request_id = uuid.uuid4().hex[:12]
+    log.exception("unhandled error, request id %s", request_id)
+    return InternalError(f"internal error, request id {request_id}")
+
+
+def envelope(
+    success: bool, status: int, data: Any = None, error: str = ""
+) -> dict[str, Any]:
+    return {"success": success, "error": error, "status": status, "data": data or {}}
+
+
+def to_envelope(exc: BaseException, legacy: bool = False) -> dict[str, Any]:
+    """The failure envelope for `exc`, in the native or the legacy dialect."""
+    error = classify(exc)
+    status, message = error.status, error.message
+    if legacy:
+        status = error.legacy_status or status
+        message = error.legacy_message or message
+    return envelope(False, status, error.data, message)

@@ -1,0 +1,97 @@
+"""Marshmallow fields that hold the line against hostile input.
+
+Every string refuses NUL characters (PostgreSQL cannot store them), every id fits
+a signed 64-bit column, every timestamp is aware UTC. Both the native and the
+legacy schemas build on these.
+"""
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from marshmallow import fields, validate
+
+MAX_ID = 2**63 - 1
+
+
+class Text(fields.String):
+    """A string without NUL characters; `blank=False` also refuses whitespace-only."""
+
+    default_error_messages = {"blank": "Must not be empty."}
+
+    def __init__(self, *, max_length: int | None = None, blank: bool = True, **kwargs: Any):
+        validators = list(kwargs.pop("validate", []))
+        if max_length:
+            validators.append(validate.Length(max=max_length))
+        super().__init__(validate=validators, **kwargs)
+        self.blank = blank
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise self.make_error("invalid")
+        if not self.blank and not text.strip():
+            raise self.make_error("blank")
+        return text
+
+
+def choice(enum: type[StrEnum], message: str | None = None, **kwargs: Any) -> Text:
+    """A string that must be one of the enum's values."""
+    values = [member.value for member in enum]
+    message = message or f"Must be one of: {', '.join(values)}."
+    kwargs.setdefault("error_messages", {}).setdefault("invalid", message)
+    return Text(validate=[validate.OneOf(values, error=message)], **kwargs)
+
+
+def identifier(**kwargs: Any) -> fields.Integer:
+    """A row id: a JSON integer (not a float, bool or string) in 1..2**63-1."""
+    return fields.Integer(strict=True, validate=validate.Range(1, MAX_ID), **kwargs)
+
+
+class Timestamp(fields.Field):
+    """ISO 8601 in and out; a time without an offset is taken as UTC."""
+
+    default_error_messages = {"invalid": "Not a valid ISO 8601 date and time."}
+
+    def _serialize(self, value: datetime | None, attr: Any, obj: Any, **kwargs: Any) -> Any:
+        return None if value is None else value.astimezone(UTC).isoformat()
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str) or "\x00" in value:
+            raise self.make_error("invalid")
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError as error:
+            raise self.make_error("invalid") from error
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError as error:  # e.g. 0001-01-01T00:00-01:00
+            raise self.make_error("invalid") from error
+
+
+class Cursor(fields.Field):
+    """The opaque keyset position (created_at, id) of the last row of a page."""
+
+    default_error_messages = {"invalid": "Not a cursor this service issued."}
+
+    def _serialize(self, value: tuple[datetime, int] | None, attr: Any, obj: Any, **kw: Any):
+        if value is None:
+            return None
+        raw = json.dumps([value[0].isoformat(), value[1]], separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any):
+        try:
+            padded = value + "=" * (-len(value) % 4)
+            created, row_id = json.loads(base64.urlsafe_b64decode(padded))
+            position = (datetime.fromisoformat(created), row_id)
+        except (TypeError, ValueError, binascii.Error) as error:
+            raise self.make_error("invalid") from error
+        if position[0].tzinfo is None or type(row_id) is not int or not 0 < row_id <= MAX_ID:
+            raise self.make_error("invalid")
+        return position

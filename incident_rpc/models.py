@@ -1,0 +1,127 @@
+"""The stored objects: users, incidents and the append-only event log.
+
+Typed SQLAlchemy 2.0 models. The schema itself is owned by the migrations in
+`migrations/versions`; these classes must match them.
+"""
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite keeps no offset of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Role(enum.StrEnum):
+    admin = "admin"
+    agent = "agent"
+    reporter = "reporter"
+
+
+class Status(enum.StrEnum):
+    new = "new"
+    processing = "processing"
+    completed = "completed"
+    fake = "fake"
+    unknown = "unknown"
+
+
+class Severity(enum.StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+    critical = "critical"
+
+
+class Source(enum.StrEnum):
+    operator = "operator"
+    monitoring = "monitoring"
+    partner = "partner"
+    unknown = "unknown"
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default=Role.reporter)
+    disabled: Mapped[bool] = mapped_column(default=False)
+    # Bumped by logout, password change and disabling: tokens signed with an
+    # older value stop working, with no list of tokens to keep.
+    session_epoch: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Incident(db.Model):
+    __tablename__ = "incidents"
+    __table_args__ = (
+        # Keyset pages, newest first, with or without one filter.
+        Index("ix_incidents_created", "created_at", "id"),
+        Index("ix_incidents_status_created", "status", "created_at", "id"),
+        Index("ix_incidents_source_created", "source", "created_at", "id"),
+        Index("ix_incidents_severity_created", "severity", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    title: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=Status.new)
+    severity: Mapped[str] = mapped_column(String(16), default=Severity.medium)
+    source: Mapped[str] = mapped_column(String(16), default=Source.unknown)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(64))
+    resolution: Mapped[str | None] = mapped_column(Text)
+    # Every UPDATE says "WHERE version = <the one read>": two writers that read the
+    # same version cannot both win (StaleDataError becomes a 409).
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Event(db.Model):
+    """One committed change to an incident, in the order subscribers must see it."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    incident_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    changes: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)

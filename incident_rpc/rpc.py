@@ -1,0 +1,183 @@
+"""The action registry and the dispatcher, and the HTTP routes that feed it.
+
+An action is declared once with `@action(...)`: its name, parameter schema, the
+role it needs and its output schema (plus, optionally, the legacy dialect's
+versions of each). `execute` owns everything around a handler: lookup,
+authentication, validation, the transaction and the one place where an
+exception becomes an envelope.
+"""
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Response, request
+from marshmallow import Schema, ValidationError
+
+from .auth import Caller, authenticate
+from .errors import BadRequest, Forbidden, InvalidJSON, InvalidParams, NotFound, envelope, to_envelope
+from .extensions import db
+
+bp = Blueprint("rpc", __name__)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a handler may know about the call besides its parameters."""
+
+    caller: Caller | None
+    legacy: bool = False
+
+    @property
+    def actor(self) -> str:
+        return self.caller.username if self.caller else "anonymous"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A handler's result when the status differs from the action's usual one."""
+
+    data: Any
+    status: int
+
+
+Handler = Callable[[Context, dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    handler: Handler
+    params: Schema
+    role: str | None  # None: no token needed
+    output: Schema | None
+    status: int
+    legacy_params: Schema | None
+    legacy_output: Schema | None
+    legacy_handler: Handler | None
+
+
+ACTIONS: dict[str, Action] = {}
+
+
+def action(
+    name: str,
+    *,
+    params: Schema,
+    role: str | None,
+    output: Schema | None = None,
+    status: int = 200,
+    legacy_params: Schema | None = None,
+    legacy_output: Schema | None = None,
+    legacy_handler: Handler | None = None,
+) -> Callable[[Handler], Handler]:
+    """Register a handler under `name`; see the module docstring."""
+
+    def register(handler: Handler) -> Handler:
+        if name in ACTIONS:
+            raise ValueError(f"action {name!r} is declared twice")
+        ACTIONS[name] = Action(
+            name, handler, params, role, output, status,
+            legacy_params, legacy_output, legacy_handler,
+        )  # fmt: skip
+        return handler
+
+    return register
+
+
+def _first_message(messages: Any) -> str:
+    """The first sentence of a marshmallow error tree (the legacy dialect names one)."""
+    while isinstance(messages, dict | list):
+        messages = next(iter(messages.values() if isinstance(messages, dict) else messages))
+    return str(messages)
+
+
+def _run(command: Any, legacy_action: str | None, header_token: str | None) -> Any:
+    legacy = legacy_action is not None
+    if not isinstance(command, dict):
+        raise InvalidJSON() if legacy else BadRequest("the command must be a JSON object")
+    name = legacy_action or command.get("action")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("action is required")
+    spec = ACTIONS.get(name)
+    if spec is None:
+        raise NotFound(f"unknown action {name[:64]!r}")
+    caller = None
+    if spec.role is not None:
+        caller = authenticate(command.get("token", header_token))
+        if not caller.has_role(spec.role):
+            raise Forbidden()
+    params = {key: value for key, value in command.items() if key not in ("action", "token")}
+    use_legacy_params = legacy and spec.legacy_params is not None
+    schema = spec.legacy_params if use_legacy_params else spec.params
+    try:
+        values = schema.load(params)
+    except ValidationError as error:
+        sentence = _first_message(error.messages) if use_legacy_params else None
+        raise InvalidParams(error.messages, legacy_message=sentence) from error
+    handler = (legacy and spec.legacy_handler) or spec.handler
+    result = handler(Context(caller, legacy), values)
+    if isinstance(result, Response):  # a streamed answer; it ends its own transaction
+        return result
+    status = spec.status
+    if isinstance(result, Reply):
+        result, status = result.data, result.status
+    db.session.commit()
+    output = (legacy and spec.legacy_output) or spec.output
+    return envelope(True, status, output.dump(result) if output else result)
+
+
+def execute(command: Any, legacy_action: str | None = None, header_token: str | None = None):
+    """Run one command; answer its envelope (or a streamed Response). Never raises."""
+    try:
+        return _run(command, legacy_action, header_token)
+    except Exception as exc:
+        db.session.rollback()
+        return to_envelope(exc, legacy=legacy_action is not None)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def read_json() -> Any:
+    """The request body as JSON, whatever the Content-Type says."""
+    try:
+        return json.loads(request.get_data(cache=False), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:  # includes bad UTF-8 and huge numbers
+        raise InvalidJSON() from error
+
+
+def bearer_token() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def respond(result: Any) -> Response:
+    if isinstance(result, Response):
+        return result
+    return Response(json.dumps(result), status=result["status"], mimetype="application/json")
+
+
+_POST_ONLY = {"methods": ["POST"], "strict_slashes": False, "provide_automatic_options": False}
+
+
+@bp.route("/rpc", **_POST_ONLY)
+def rpc_endpoint() -> Response:
+    return respond(execute(read_json(), None, bearer_token()))
+
+
+@bp.route("/users/authorization/", defaults={"name": "authorization"}, **_POST_ONLY)
+@bp.route("/incidents/<name>/", **_POST_ONLY)
+def legacy_endpoint(name: str) -> Response:
+    return respond(execute(read_json(), name, bearer_token()))
+
+
+@bp.app_errorhandler(Exception)
+def outside_a_command(exc: Exception) -> Response:
+    """Failures before a command exists: bad route or method, oversize or broken body.
+
+    Their words are the same in both dialects, so no dialect is needed here.
+    """
+    return respond(to_envelope(exc))

@@ -1,0 +1,110 @@
+"""Input schemas, one per action, and the output schemas of the native dialect.
+
+Unknown parameters are refused by name (a typo such as `stauts` must not pass
+silently); server-owned fields are dump-only. The legacy dialect's schemas live
+in `legacy.py`.
+"""
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
+
+from .fields import Cursor, Text, Timestamp, choice, identifier
+from .models import Severity, Source, Status
+
+
+class Params(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class AuthorizationParams(Params):
+    username = Text(required=True, blank=False, max_length=64)
+    password = Text(required=True, blank=False, max_length=256)
+
+
+class IncidentFields(Params):
+    """The fields a caller may set on an incident, on create and on update."""
+
+    title = Text(allow_none=True, max_length=200)
+    description = Text(blank=False, max_length=10000)
+    severity = choice(Severity)
+    source = choice(Source)
+    details = fields.Dict(keys=fields.String(), allow_none=True)
+
+    @pre_load
+    def accept_incident_alias(self, data: Any, **kwargs: Any) -> Any:
+        """`incident` is the older name of `description`."""
+        if isinstance(data, dict) and "incident" in data:
+            if "description" in data:
+                raise ValidationError("Give description or incident, not both.", "incident")
+            data = dict(data)
+            data["description"] = data.pop("incident")
+        return data
+
+
+class CreateParams(IncidentFields):
+    description = Text(required=True, blank=False, max_length=10000)
+    created_at = Timestamp(data_key="date")
+
+
+class ListParams(Params):
+    status = choice(Status)
+    source = choice(Source)
+    severity = choice(Severity)
+    limit = fields.Integer(strict=True, load_default=100, validate=validate.Range(1, 1000))
+    cursor = Cursor()
+
+
+class IdParams(Params):
+    id = identifier(required=True)
+
+
+class UpdateParams(IncidentFields):
+    id = identifier(required=True)
+    status = choice(Status)
+    version = fields.Integer(strict=True, validate=validate.Range(1, 2**31 - 1))
+
+    @validates_schema
+    def something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not set(data) - {"id", "version"}:
+            raise ValidationError("Give at least one field to change.", "_schema")
+
+
+class ResolveParams(IdParams):
+    resolution = Text(allow_none=True, max_length=10000)
+
+
+class IncidentOut(Schema):
+    id = fields.Integer()
+    title = fields.String()
+    description = fields.String()
+    status = fields.String()
+    severity = fields.String()
+    source = fields.String()
+    details = fields.Dict()
+    created_by = fields.String()
+    created_at = Timestamp()
+    updated_at = Timestamp()
+    resolved_at = Timestamp()
+    resolved_by = fields.String()
+    resolution = fields.String()
+    version = fields.Integer()
+
+
+class TokenOut(Schema):
+    token = fields.String()
+    token_type = fields.String()
+    expires_in = fields.Integer()
+    expires_at = Timestamp()
+
+
+incident_out = IncidentOut()
+token_out = TokenOut()
+
+class IncidentPageOut(Schema):
+    incidents = fields.List(fields.Nested(IncidentOut))
+    next_cursor = Cursor()
+
+
+incident_page_out = IncidentPageOut()
