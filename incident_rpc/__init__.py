@@ -8,8 +8,13 @@ from flask import Flask
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment (`Config`), with `overrides` on top."""
-    from . import actions  # noqa: F401  (importing it registers every action)
-    from . import cli, database, health, rpc
+    from . import (
+        actions,  # noqa: F401  (importing it registers every action)
+        cli,
+        database,
+        health,
+        rpc,
+    )
     from .config import INSTANCE, Config, resolve_secret_key
     from .extensions import db, migrate, sock
 

@@ -125,7 +125,8 @@ def classify(exc: BaseException) -> RpcError:
     if isinstance(exc, StaleDataError):
         return Conflict("the incident was changed by someone else; fetch it and retry")
     if isinstance(exc, sa_exc.DBAPIError) and (
-        exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+        exc.connection_invalidated
+        or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
     ):
         log.warning("database unavailable: %s", type(exc.orig).__name__)
         return Unavailable()
@@ -136,9 +137,7 @@ def classify(exc: BaseException) -> RpcError:
     return InternalError(f"internal error, request id {request_id}")
 
 
-def envelope(
-    success: bool, status: int, data: Any = None, error: str = ""
-) -> dict[str, Any]:
+def envelope(success: bool, status: int, data: Any = None, error: str = "") -> dict[str, Any]:
     return {"success": success, "error": error, "status": status, "data": data or {}}
 
 

@@ -125,4 +125,3 @@ def _envelope_around(first: list[Any], chunks: Iterator[list[Any]], result: Any)
 
 def _items(rows: list[Any]) -> str:
     return json.dumps(incident_out.dump(rows, many=True))[1:-1]
-

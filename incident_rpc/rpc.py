@@ -16,7 +16,15 @@ from flask import Blueprint, Response, request
 from marshmallow import Schema, ValidationError
 
 from .auth import Caller, authenticate
-from .errors import BadRequest, Forbidden, InvalidJSON, InvalidParams, NotFound, envelope, to_envelope
+from .errors import (
+    BadRequest,
+    Forbidden,
+    InvalidJSON,
+    InvalidParams,
+    NotFound,
+    envelope,
+    to_envelope,
+)
 from .extensions import db
 
 bp = Blueprint("rpc", __name__)

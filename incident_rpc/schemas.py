@@ -102,6 +102,7 @@ class TokenOut(Schema):
 incident_out = IncidentOut()
 token_out = TokenOut()
 
+
 class IncidentPageOut(Schema):
     incidents = fields.List(fields.Nested(IncidentOut))
     next_cursor = Cursor()

@@ -29,7 +29,9 @@ NEWEST_FIRST = (Incident.created_at.desc(), Incident.id.desc())
 def find(incident_id: int) -> Incident:
     incident = db.session.get(Incident, incident_id)
     if incident is None:
-        raise NotFound(f"no incident with id {incident_id}", legacy_message="Incident have not found")
+        raise NotFound(
+            f"no incident with id {incident_id}", legacy_message="Incident have not found"
+        )
     return incident
 
 
