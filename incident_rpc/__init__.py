@@ -12,8 +12,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         actions,  # noqa: F401  (importing it registers every action)
         cli,
         database,
+        fanout,
         health,
         rpc,
+        websocket,
     )
     from .config import INSTANCE, Config, resolve_secret_key
     from .extensions import db, migrate, sock
@@ -30,6 +32,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     sock.init_app(app)
     app.register_blueprint(rpc.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(websocket.bp)
+    fanout.init_app(app)
     cli.init_app(app)
     with app.app_context():
         database.prepare(app)

@@ -17,6 +17,10 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
 def _bool(name: str, default: bool) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
@@ -38,6 +42,12 @@ class Config:
     ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    # Change events (fanout.py, websocket.py); times in seconds.
+    EVENTS_PING_INTERVAL = _float("EVENTS_PING_INTERVAL", 25)  # idle sockets; 2 missed: dead
+    EVENTS_POLL_INTERVAL = _float("EVENTS_POLL_INTERVAL", 1)  # read the log even without a ring
+    EVENTS_QUEUE_SIZE = _int("EVENTS_QUEUE_SIZE", 1000)  # per subscriber, then 1013 close
+    EVENTS_SEND_TIMEOUT = _float("EVENTS_SEND_TIMEOUT", 30)  # a peer that reads nothing: dead
+    EVENTS_AUTH_TIMEOUT = _float("EVENTS_AUTH_TIMEOUT", 10)  # for a first {"token": ...}
 
 
 class ConfigError(RuntimeError):

@@ -1,0 +1,215 @@
+"""Fan-out: one listener per worker process pushes new events to its subscribers.
+
+The event table is the truth; a doorbell only says "look now". The listener
+reads `id > last_id ORDER BY id` whenever the doorbell rings, and every
+`EVENTS_POLL_INTERVAL` seconds anyway, so a lost ring delays an event but never
+loses it. On PostgreSQL the doorbell is LISTEN/NOTIFY on a dedicated connection
+(it reaches every worker of every instance); on SQLite it is rung in-process by
+the session's commit (other workers of the same file find events by polling).
+
+Each subscriber has a bounded queue that the listener only appends to, so a slow
+socket never stalls the listener or the other subscribers: when a queue is full
+the subscriber is marked `overflowed`, gets nothing more, and its socket is
+closed with the id to resume from.
+"""
+
+import logging
+import select
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.orm import Session
+
+from . import events
+from .database import engine_options
+from .extensions import db
+
+log = logging.getLogger("incident_rpc")
+PAGE = 500  # events per read
+SQLITE_POLL_INTERVAL = 0.2  # seconds; a local B-tree lookup
+Batch = list[tuple[int, str]]  # (event id, message) pairs, in id order
+
+
+class Subscriber:
+    """One socket's view of the bus: a bounded queue filled by the listener."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.overflowed = False
+        self.going_away = False
+        self._queue: deque[tuple[int, str]] = deque()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+
+    def offer(self, batch: Batch) -> None:
+        """Called by the listener; never blocks on the socket."""
+        with self._lock:
+            if self.overflowed:
+                return
+            if len(self._queue) + len(batch) > self.capacity:
+                self.overflowed = True
+            else:
+                self._queue.extend(batch)
+        self._ready.set()
+
+    def take(self, timeout: float | None) -> Batch:
+        """Everything queued so far; waits up to `timeout` when there is nothing."""
+        self._ready.wait(timeout)
+        with self._lock:
+            self._ready.clear()
+            batch = list(self._queue)
+            self._queue.clear()
+        return batch
+
+    def restart(self) -> None:
+        """Forget the queue and the overflow: the caller re-reads the log instead."""
+        with self._lock:
+            self._queue.clear()
+            self.overflowed = False
+
+    def wake(self) -> None:
+        self._ready.set()
+
+
+class Bus:
+    """The per-process listener and its set of subscribers."""
+
+    def __init__(self, app: Flask) -> None:
+        config = app.config
+        self.engine = _reader_engine(config)
+        self.postgres = self.engine.dialect.name == "postgresql"
+        self.poll_interval = config["EVENTS_POLL_INTERVAL"]
+        if not self.postgres:  # other workers on the same file cannot ring us; polling is cheap
+            self.poll_interval = min(self.poll_interval, SQLITE_POLL_INTERVAL)
+        self.capacity = config["EVENTS_QUEUE_SIZE"]
+        self.last_id = 0
+        self.subscribers: set[Subscriber] = set()
+        self._lock = threading.Lock()
+        self._doorbell = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="incident-events", daemon=True)
+        self._thread.start()
+
+    def subscribe(self, timeout: float) -> Subscriber:
+        """Join the bus; raises TimeoutError while the listener cannot read the log."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the event listener is not connected")
+        with self._lock:
+            subscriber = Subscriber(self.capacity)
+            self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            self.subscribers.discard(subscriber)
+
+    def ring(self) -> None:
+        self._doorbell.set()
+
+    def close_all(self) -> None:
+        """The worker is stopping: tell every socket to go away (and resume elsewhere)."""
+        for subscriber in list(self.subscribers):
+            subscriber.going_away = True
+            subscriber.wake()
+
+    def _run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self._listen()
+            except Exception as error:  # the database went away: reconnect, then catch up
+                log.warning("event listener: %s; reconnecting in %.1f s", error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _listen(self) -> None:
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        connection.detach()  # never back to the pool: it is LISTENing
+        try:
+            if self.postgres:
+                connection.exec_driver_sql(f"LISTEN {events.CHANNEL}")
+            if not self._ready.is_set():
+                self.last_id = events.last_event_id(connection)
+                self._ready.set()
+            while True:
+                self._catch_up(connection)
+                self._wait(connection)
+        finally:
+            connection.close()  # detached: this really closes it
+
+    def _wait(self, connection: Connection) -> None:
+        if not self.postgres:
+            self._doorbell.wait(self.poll_interval)
+            self._doorbell.clear()
+            return
+        raw: Any = connection.connection.dbapi_connection
+        select.select([raw], [], [], self.poll_interval)
+        raw.poll()
+        raw.notifies.clear()  # the payloads are hints; the table says what is new
+
+    def _catch_up(self, connection: Connection) -> None:
+        while True:
+            batch = events.read_after(connection, self.last_id, PAGE)
+            connection.rollback()
+            if not batch:
+                return
+            with self._lock:
+                self.last_id = batch[-1][0]
+                subscribers = list(self.subscribers)
+            for subscriber in subscribers:
+                subscriber.offer(batch)
+            if len(batch) < PAGE:
+                return
+
+
+def _reader_engine(config: dict[str, Any]) -> Engine:
+    """Reads of the log go through an engine of their own: on SQLite it has none of
+    the main engine's BEGIN IMMEDIATE, so a reader never takes the write lock."""
+    options = engine_options(config)
+    if "pool_size" in options:
+        options.update(pool_size=3, max_overflow=10)
+    return create_engine(config["SQLALCHEMY_DATABASE_URI"], **options)
+
+
+_buses: dict[int, Bus] = {}
+_buses_lock = threading.Lock()
+
+
+def bus(app: Flask | None = None) -> Bus:
+    """This process's bus for `app`, started on first use (after gunicorn forks)."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    with _buses_lock:
+        if id(app) not in _buses:
+            _buses[id(app)] = Bus(app)
+        return _buses[id(app)]
+
+
+def close_all() -> None:
+    """For gunicorn's SIGTERM: every socket of this process is told to go away."""
+    for running in list(_buses.values()):
+        running.close_all()
+
+
+def _ring_after_commit(session: Session) -> None:
+    if session.info.pop(events.RECORDED, False):
+        running = _buses.get(id(current_app._get_current_object()))  # type: ignore[attr-defined]
+        if running is not None and not running.postgres:
+            running.ring()
+
+
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(events.RECORDED, None)
+
+
+def init_app(app: Flask) -> None:
+    app.config.setdefault(
+        "SOCK_SERVER_OPTIONS",
+        {"ping_interval": app.config["EVENTS_PING_INTERVAL"], "max_message_size": 65536},
+    )
+    if not event.contains(db.session, "after_commit", _ring_after_commit):
+        event.listen(db.session, "after_commit", _ring_after_commit)
+        event.listen(db.session, "after_rollback", _forget_after_rollback)

@@ -1,0 +1,190 @@
+"""The change-event channel, `/ws` and `/api/v1/ws` (contract section 6).
+
+A connection authenticates (query `token=`, or a first `{"token": ...}` message;
+anything wrong gets no events and a 1008 close), joins this process's bus, replays
+the log after `since` from the database, then sends live events, skipping ids it
+has already sent. Joining before replaying leaves no gap; skipping by id leaves no
+duplicate. A subscriber whose queue overflows is closed with 1013 and told where
+to resume; a stopping worker closes with 1001 the same way.
+"""
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, current_app, request
+from simple_websocket import ConnectionClosed, Server
+
+from . import events, fanout
+from .auth import authenticate
+from .errors import classify
+from .extensions import db, sock
+
+log = logging.getLogger("incident_rpc")
+bp = Blueprint("events", __name__)
+GOING_AWAY, POLICY_VIOLATION, INTERNAL_ERROR, TRY_AGAIN_LATER = 1001, 1008, 1011, 1013
+MAX_EVENT_ID = 2**63 - 1
+CLOSE_HANDSHAKE_WAIT = 2.0  # seconds for the peer to answer our close frame
+
+
+class Refusal(Exception):
+    """End the connection with this close code and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+class SharedSocket:
+    """The TCP socket under a WebSocket, shared by our sender and the library's reader.
+
+    simple-websocket writes with a bare `send()` from two threads (ours, and its
+    reader's pings and replies); a bare send may write part of a frame. Here every
+    write is whole and one at a time, and bounded by a timeout: a peer that takes
+    nothing for that long is dead. `on_close` runs when the reader lets go.
+    """
+
+    def __init__(self, raw: socket.socket, timeout: float) -> None:
+        self._raw = raw
+        self._lock = threading.Lock()
+        self.on_close: Callable[[], None] | None = None
+        self.released = threading.Event()  # the reader thread has let go
+        raw.settimeout(timeout)
+
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            self._raw.sendall(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._raw.close()
+        self.released.set()
+        if self.on_close:
+            self.on_close()
+
+    def hang_up(self) -> None:
+        """Wake the reader thread (its recv sees EOF) so that it ends now."""
+        try:
+            self._raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+def _event_id(value: Any) -> int:
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if type(value) is not int or not 0 <= value <= MAX_EVENT_ID:
+        raise Refusal(POLICY_VIOLATION, "since must be an event id (an integer >= 0)")
+    return value
+
+
+def _credentials(ws: Server) -> tuple[Any, Any]:
+    """(token, since) from the query, or else from a first JSON message."""
+    token, since = request.args.get("token"), request.args.get("since")
+    if token is None:
+        first = ws.receive(timeout=current_app.config["EVENTS_AUTH_TIMEOUT"])
+        try:
+            hello = json.loads(first) if first is not None else {}
+        except ValueError:
+            hello = None
+        if not isinstance(hello, dict):
+            raise Refusal(POLICY_VIOLATION, 'the first message must be {"token": "..."}')
+        token, since = hello.get("token"), hello.get("since", since)
+    return token, since
+
+
+def _authenticate(ws: Server) -> int | None:
+    """The `since` asked for (None: live events only), once the token is good."""
+    token, since = _credentials(ws)
+    try:
+        authenticate(token)
+    except Exception as error:
+        failure = classify(error)
+        code = POLICY_VIOLATION if failure.status == 401 else TRY_AGAIN_LATER
+        raise Refusal(code, failure.message) from error
+    finally:
+        db.session.remove()  # hold no connection (nor SQLite's write lock) while streaming
+    return None if since is None else _event_id(since)
+
+
+def _replay(ws: Server, bus: fanout.Bus, subscriber: fanout.Subscriber, since: int) -> int:
+    """Send the log after `since` until caught up; the last id sent."""
+    last_sent = since
+    while True:
+        with bus.engine.connect() as connection:
+            page = events.read_after(connection, last_sent, fanout.PAGE)
+        for event_id, text in page:
+            ws.send(text)
+            last_sent = event_id
+        if subscriber.overflowed:  # the live queue filled meanwhile: the log has it all
+            subscriber.restart()
+        elif len(page) < fanout.PAGE:
+            return last_sent
+
+
+def _stream(ws: Server, subscriber: fanout.Subscriber, last_sent: int) -> None:
+    idle = current_app.config["EVENTS_PING_INTERVAL"]
+    while ws.connected:
+        batch = subscriber.take(timeout=idle)
+        if subscriber.overflowed:
+            reason = f"too slow, events dropped; resume with since={last_sent}"
+            raise Refusal(TRY_AGAIN_LATER, reason)
+        if subscriber.going_away:
+            raise Refusal(GOING_AWAY, f"server restarting; resume with since={last_sent}")
+        for event_id, text in batch:
+            if event_id > last_sent:
+                ws.send(text)
+                last_sent = event_id
+
+
+def _serve(ws: Server, shared: SharedSocket) -> None:
+    since = _authenticate(ws)
+    bus = fanout.bus()
+    try:
+        subscriber = bus.subscribe(timeout=current_app.config["DB_CONNECT_TIMEOUT"] * 2)
+    except TimeoutError as error:
+        raise Refusal(TRY_AGAIN_LATER, "the database is unavailable; retry later") from error
+    shared.on_close = subscriber.wake
+    try:
+        if since is None:  # live only: from what is committed now, not what the bus has seen
+            with bus.engine.connect() as connection:
+                since = events.last_event_id(connection)
+        _stream(ws, subscriber, _replay(ws, bus, subscriber, since))
+    finally:
+        bus.unsubscribe(subscriber)
+
+
+def serve(ws: Server) -> None:
+    """One subscriber, from handshake to close; never lets an exception reach Flask."""
+    shared = SharedSocket(ws.sock, current_app.config["EVENTS_SEND_TIMEOUT"])
+    ws.sock = shared
+    try:
+        _serve(ws, shared)
+    except Refusal as refusal:
+        _close(ws, shared, refusal.code, refusal.reason)
+    except (ConnectionClosed, OSError):
+        pass  # the peer went away or stopped reading: nothing more to say to it
+    except Exception:
+        log.exception("event stream failed")
+        _close(ws, shared, INTERNAL_ERROR, "internal error")
+    finally:
+        shared.hang_up()
+
+
+def _close(ws: Server, shared: SharedSocket, code: int, reason: str) -> None:
+    """Send a close frame and give the peer a moment to answer it (a clean handshake)."""
+    try:
+        ws.close(reason=code, message=reason[:120])
+    except (ConnectionClosed, OSError):
+        return
+    shared.released.wait(CLOSE_HANDSHAKE_WAIT)
+
+
+sock.route("/ws", bp=bp, endpoint="ws", strict_slashes=False)(serve)
+sock.route("/api/v1/ws", bp=bp, endpoint="ws_v1", strict_slashes=False)(serve)
