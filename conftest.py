@@ -130,13 +130,14 @@ class Server:
             try:
                 if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # still booting
                 pass
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("gunicorn did not become ready in 30 s")
 
     def stop(self) -> None:
+        self.session.close()  # idle keep-alive connections would hold a gevent worker's exit
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

@@ -1,14 +1,48 @@
-"""Production gunicorn settings, read from the environment (`gunicorn wsgi:app`)."""
+"""Production gunicorn settings, read from the environment (`gunicorn wsgi:app`).
+
+gevent workers: each WebSocket subscriber holds its connection for hours, and a
+greenlet per socket costs a few kB where a gthread worker would pin an OS thread
+(two, with simple-websocket's reader) and stop serving HTTP once its threads are
+all taken by sockets. Measurements and the trade-offs: docs/events.md.
+"""
 
 import os
+import signal
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", 8))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", 4000))  # gevent
+threads = int(os.environ.get("GUNICORN_THREADS", 8))  # gthread only
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
 graceful_timeout = 10
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG")  # off unless asked: it costs throughput
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def _is_gevent(worker) -> bool:
+    return type(worker).__module__.endswith("ggevent")
+
+
+def post_fork(server, worker) -> None:
+    """Before the app loads: psycopg2 must wait on gevent, not block the whole worker."""
+    if _is_gevent(worker):
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
+
+
+def post_worker_init(worker) -> None:
+    """On SIGTERM, close every event socket with 1001 first, so that clients resume
+    elsewhere at once instead of hanging until the graceful timeout."""
+    stop = worker.handle_exit
+
+    def close_sockets_then_stop(signum, frame) -> None:
+        from incident_rpc import fanout
+
+        fanout.close_all()
+        stop(signum, frame)
+
+    signal.signal(signal.SIGTERM, close_sockets_then_stop)
