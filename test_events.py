@@ -1,0 +1,488 @@
+"""Change events end to end: real gunicorn servers, real WebSocket clients, real databases.
+
+Single-instance behaviour runs on SQLite and PostgreSQL; the cluster (two instances
+of two workers on one PostgreSQL database) and the commit-order cases need PostgreSQL.
+"""
+
+import copy
+import json
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import websocket
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import create_engine, text
+
+from conftest import Server
+
+TIMEOUT = 15  # seconds any single socket read may take before the test fails
+EVENT_KEYS = {"type", "id", "at", "actor", "data"}
+BIG = "x" * 9000  # an incident description that makes an event about 9 kB
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def connect(server: Server, token: str | None, since: int | None = None, path: str = "/ws", **kw):
+    query = [f"token={token}"] if token is not None else []
+    query += [f"since={since}"] if since is not None else []
+    url = f"ws://127.0.0.1:{server.port}{path}" + ("?" + "&".join(query) if query else "")
+    return websocket.create_connection(url, timeout=TIMEOUT, **kw)
+
+
+def next_event(ws: websocket.WebSocket) -> dict[str, Any]:
+    opcode, data = ws.recv_data()  # answers pings on the way
+    assert opcode == websocket.ABNF.OPCODE_TEXT, (opcode, data)
+    event = json.loads(data)
+    assert set(event) == EVENT_KEYS, event
+    return event
+
+
+def events_until(ws: websocket.WebSocket, last_id: int) -> list[dict[str, Any]]:
+    """Read events until one with id >= last_id arrives."""
+    received = [next_event(ws)]
+    while received[-1]["id"] < last_id:
+        received.append(next_event(ws))
+    return received
+
+
+def close_of(ws: websocket.WebSocket) -> tuple[int, str]:
+    """The server's close (code, reason); nothing but pings may come before it."""
+    for _ in range(10):
+        frame = ws.recv_frame()  # raw: a peer the server dropped cannot answer anything
+        if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+            ws.shutdown()
+            return struct.unpack("!H", frame.data[:2])[0], frame.data[2:].decode()
+        assert frame.opcode == websocket.ABNF.OPCODE_PING, (frame.opcode, frame.data[:200])
+    raise AssertionError("the server did not close the socket")
+
+
+def logged_ids(database_url: str, after: int) -> list[int]:
+    """What the event log holds after `after`, in id order: the truth subscribers must match."""
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        ids = connection.execute(
+            text("SELECT id FROM events WHERE id > :after ORDER BY id"), {"after": after}
+        ).scalars()
+        result = list(ids)
+    engine.dispose()
+    return result
+
+
+def last_logged_id(database_url: str) -> int:
+    ids = logged_ids(database_url, 0)
+    return ids[-1] if ids else 0
+
+
+def start(new_database_url, tmp_path_factory, workers: int = 2, **env: str) -> Server:
+    instance = tmp_path_factory.mktemp("instance")
+    return Server(new_database_url(), instance, workers=workers, **env).start()
+
+
+@pytest.fixture(scope="module")
+def single(new_database_url, tmp_path_factory) -> Iterator[Server]:
+    """One instance, two workers; 1 s pings so that dead peers go within seconds."""
+    server = start(new_database_url, tmp_path_factory, EVENTS_PING_INTERVAL="1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def single_token(single: Server) -> str:
+    return single.login()
+
+
+# ---------------------------------------------------------------- one instance
+
+
+def test_events_of_commands_arrive_in_the_contract_shape(single: Server, single_token: str):
+    since = last_logged_id(single.database_url)
+    sockets = [
+        connect(single, single_token, since=since),
+        connect(single, single_token, since=since, path="/api/v1/ws/"),
+    ]
+    created = single.rpc("create", single_token, expect=201, description="Scooter 1 offline")
+    updated = single.rpc("update", single_token, expect=200, id=created["data"]["id"], title="t")
+    resolved = single.rpc("resolve", single_token, expect=200, id=created["data"]["id"])
+    answers = [created, updated, resolved]
+    ids = logged_ids(single.database_url, since)
+    assert len(ids) == 3
+    for ws in sockets:
+        received = events_until(ws, ids[-1])
+        assert [event["id"] for event in received] == ids
+        assert [event["type"] for event in received] == ["added", "updated", "resolved"]
+        assert [event["data"] for event in received] == [answer["data"] for answer in answers]
+        assert {event["actor"] for event in received} == {"admin"}
+        ws.close()
+
+
+def test_without_since_only_live_events_arrive(single: Server, single_token: str):
+    """No replay; live events from the moment the server subscribed the socket."""
+    single.rpc("create", single_token, expect=201, description="before the socket")
+    before = last_logged_id(single.database_url)
+    ws = connect(single, single_token)
+    ws.settimeout(0.5)
+    for _ in range(20):  # the server subscribes a moment after the handshake
+        single.rpc("create", single_token, expect=201, description="live")
+        try:
+            first = next_event(ws)
+            break
+        except websocket.WebSocketTimeoutException:
+            continue
+    assert first["id"] > before and first["data"]["description"] == "live"
+    ws.close()
+
+
+def test_failed_commands_emit_nothing(single: Server, single_token: str):
+    since = last_logged_id(single.database_url)
+    ws = connect(single, single_token, since=since)
+    incident = single.rpc("create", single_token, expect=201, description="d")["data"]
+    single.rpc("resolve", single_token, expect=200, id=incident["id"])
+    single.rpc("resolve", single_token, expect=409, id=incident["id"])  # already resolved
+    single.rpc("update", single_token, expect=409, id=incident["id"], version=1, title="t")
+    single.rpc("update", single_token, expect=200, id=incident["id"], status="completed")  # no-op
+    single.rpc("update", single_token, expect=404, id=10**12, title="t")
+    single.rpc("create", single_token, expect=400, description="")
+    single.rpc("create", "not a token", expect=401, description="d")
+    sentinel = single.rpc("create", single_token, expect=201, description="after the failures")
+    ids = logged_ids(single.database_url, since)
+    received = events_until(ws, ids[-1])
+    assert [event["type"] for event in received] == ["added", "resolved", "added"]
+    assert [event["id"] for event in received] == ids
+    assert received[-1]["data"] == sentinel["data"]
+    ws.close()
+
+
+class SignedLongAgo(TimestampSigner):
+    def get_timestamp(self) -> int:
+        return int(time.time()) - 10 * 24 * 3600
+
+
+def expired_token(server: Server) -> str:
+    """A token for the first admin, correctly signed with the server's key, ten days old."""
+    serializer = URLSafeTimedSerializer(
+        server.env["SECRET_KEY"], salt="incident-rpc-token", signer=SignedLongAgo
+    )
+    return serializer.dumps({"u": 1, "e": 0})
+
+
+@pytest.mark.parametrize(
+    "token, first_message, reason",
+    [
+        (None, '{"since": 0}', "Token is required"),
+        ("not-a-token", None, "Invalid token"),
+        (None, '{"token": "not-a-token"}', "Invalid token"),
+        (None, "not json", 'the first message must be {"token": "..."}'),
+        (None, "[1, 2]", 'the first message must be {"token": "..."}'),
+        ("expired", None, "Token is expired"),
+        (None, "expired", "Token is expired"),
+    ],
+)
+def test_bad_tokens_get_no_events_and_a_policy_violation(
+    single: Server, single_token: str, token: str | None, first_message: str | None, reason: str
+):
+    expired = expired_token(single)
+    ws = connect(single, expired if token == "expired" else token, since=0)
+    if first_message is not None:
+        ws.send(json.dumps({"token": expired}) if first_message == "expired" else first_message)
+    single.rpc("create", single_token, expect=201, description="must not reach the socket")
+    assert close_of(ws) == (1008, reason)  # no event frame before the close
+
+
+def test_token_in_the_first_message_and_a_bad_since(single: Server, single_token: str):
+    since = last_logged_id(single.database_url)
+    ws = connect(single, None)
+    ws.send(json.dumps({"token": single_token, "since": since}))
+    created = single.rpc("create", single_token, expect=201, description="first message")
+    assert next_event(ws)["data"] == created["data"]
+    ws.close()
+    for bad in ("-1", "abc", "1.5", str(2**63)):
+        ws = connect(single, single_token, since=bad)  # type: ignore[arg-type]
+        assert close_of(ws)[0] == 1008
+
+
+def test_resume_with_since_misses_nothing_and_repeats_nothing(single: Server, single_token: str):
+    since = last_logged_id(single.database_url)
+    writer = Background(write_many, [single], single_token, 2, 15)
+    writer.start()
+    received: list[dict[str, Any]] = []
+    ws = connect(single, single_token, since=since)
+    for _ in range(10):
+        received.append(next_event(ws))
+    ws.shutdown()  # drop the connection mid-stream, no close handshake
+    writer.finish()
+    ids = logged_ids(single.database_url, since)
+    ws = connect(single, single_token, since=received[-1]["id"])
+    received += events_until(ws, ids[-1])
+    assert [event["id"] for event in received] == ids
+    ws.close()
+
+
+def test_idle_sockets_are_pinged_and_dead_peers_dropped(single: Server, single_token: str):
+    for ws in [connect(single, single_token) for _ in range(6)]:  # warm up both workers' buses
+        ws.close()
+    time.sleep(0.5)
+    open_files = {pid: len(os.listdir(f"/proc/{pid}/fd")) for pid in worker_pids(single)}
+    idle = connect(single, single_token)
+    opcode, _ = idle.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_PING
+    dead = [connect(single, single_token) for _ in range(10)]  # never read, never answer
+    time.sleep(4)  # two ping intervals and then some
+    for ws in dead:
+        assert close_of(ws) == (1008, "Ping/Pong timeout")
+    idle.close()
+    time.sleep(1)
+    for pid, before in open_files.items():  # the server let go of every socket it held
+        assert len(os.listdir(f"/proc/{pid}/fd")) <= before + 2
+
+
+def worker_pids(server: Server) -> list[int]:
+    assert server.process is not None
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    return [int(pid) for pid in children.read_text().split()]
+
+
+def test_a_slow_subscriber_is_closed_and_others_carry_on(new_database_url, tmp_path_factory):
+    server = start(new_database_url, tmp_path_factory, 1, EVENTS_QUEUE_SIZE="4")
+    try:
+        token = server.login()
+        since = last_logged_id(server.database_url)
+        fast = connect(server, token, since=since)
+        small_buffers = [
+            (socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536),
+            (socket.SOL_SOCKET, socket.SO_RCVBUF, 1),
+        ]
+        slow = connect(server, token, since=since, sockopt=small_buffers)  # reads nothing yet
+        fast_received: list[dict[str, Any]] = []
+        reader = Background(lambda: fast_received.extend(next_event(fast) for _ in range(40)))
+        reader.start()
+        for _ in range(40):
+            server.rpc("create", token, expect=201, description=BIG)
+        reader.finish()
+        ids = logged_ids(server.database_url, since)
+        assert [event["id"] for event in fast_received] == ids
+        slow_received: list[int] = []
+        while True:
+            frame = slow.recv_frame()
+            if frame.opcode != websocket.ABNF.OPCODE_TEXT:
+                break
+            slow_received.append(json.loads(frame.data)["id"])
+        assert frame.opcode == websocket.ABNF.OPCODE_CLOSE
+        code, reason = struct.unpack("!H", frame.data[:2])[0], frame.data[2:].decode()
+        got = len(slow_received)
+        assert slow_received == ids[:got] and got < len(ids)
+        assert code == 1013
+        assert reason == f"too slow, events dropped; resume with since={slow_received[-1]}"
+        slow.shutdown()
+        resumed = connect(server, token, since=slow_received[-1])
+        assert [event["id"] for event in events_until(resumed, ids[-1])] == ids[got:]
+        for ws in (fast, resumed):
+            ws.close()
+    finally:
+        server.stop()
+
+
+def in_process_app(server: Server):
+    """The app itself, in this process, on the server's database: to hold a transaction open."""
+    from incident_rpc import create_app
+
+    return create_app(
+        {"SQLALCHEMY_DATABASE_URI": server.database_url, "SECRET_KEY": server.env["SECRET_KEY"]}
+    )
+
+
+def open_transaction_with_an_event(description: str) -> int:
+    """Create an incident and record its event, as `create` does, but do not commit yet."""
+    from incident_rpc import events
+    from incident_rpc.extensions import db
+    from incident_rpc.models import Incident, Status, utcnow
+
+    now = utcnow()
+    incident = Incident(
+        description=description, status=Status.new, created_by="test", created_at=now,
+        updated_at=now,
+    )  # fmt: skip
+    db.session.add(incident)
+    return events.record("added", incident, "test").id
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_an_id_drawn_first_is_committed_first(single: Server, single_token: str, outcome: str):
+    """T1 draws an event id, then dawdles; T2 wants to commit at once. T2 cannot even draw
+    its id until T1 has ended, so ids become visible in order and none is skipped."""
+    from incident_rpc.extensions import db
+
+    since = last_logged_id(single.database_url)
+    ws = connect(single, single_token, since=since)
+    app = in_process_app(single)
+    answers: list[dict[str, Any]] = []
+    with app.app_context():
+        first_id = open_transaction_with_an_event("T1, slow to commit")
+        second = Background(
+            lambda: answers.append(single.rpc("create", single_token, description="T2"))
+        )
+        second.start()
+        time.sleep(1.5)
+        assert second.is_alive() and not answers  # T2 waits for T1
+        ws.settimeout(0.5)
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            next_event(ws)  # and nothing is visible yet
+        getattr(db.session, outcome)()
+        second.finish()
+        db.session.remove()
+        db.engine.dispose()
+    ws.settimeout(TIMEOUT)
+    assert answers[0]["status"] == 201
+    ids = logged_ids(single.database_url, since)
+    if outcome == "commit":
+        assert ids[:-1] == [first_id] and ids[-1] > first_id
+    else:  # PostgreSQL leaves a hole at first_id; SQLite hands the same id out again
+        assert len(ids) == 1 and ids[0] >= first_id
+    received = events_until(ws, ids[-1])
+    assert [event["id"] for event in received] == ids
+    assert received[-1]["data"] == answers[0]["data"]
+    ws.close()
+
+
+# ---------------------------------------------------------------- two instances, PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres, tmp_path_factory) -> Iterator[list[Server]]:
+    """Two instances of two workers each on ONE PostgreSQL database."""
+    database_url = postgres.create()
+    servers: list[Server] = []
+    try:
+        for _ in range(2):
+            instance = tmp_path_factory.mktemp("instance")
+            servers.append(Server(database_url, instance, workers=2).start())
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_token(cluster: list[Server]) -> str:
+    return cluster[0].login()  # the instances share the database and the key
+
+
+@pytest.mark.postgres
+def test_a_client_on_one_instance_gets_the_events_of_the_other(cluster, cluster_token):
+    for here, there in (cluster, cluster[::-1]):
+        since = last_logged_id(here.database_url)
+        sockets = [connect(here, cluster_token, since=since) for _ in range(4)]
+        created = there.rpc("create", cluster_token, expect=201, description="over there")
+        incident_id = created["data"]["id"]
+        there.rpc("update", cluster_token, expect=200, id=incident_id, status="processing")
+        there.rpc("resolve", cluster_token, expect=200, id=incident_id)
+        ids = logged_ids(here.database_url, since)
+        assert len(ids) == 3
+        for ws in sockets:
+            received = events_until(ws, ids[-1])
+            assert [event["id"] for event in received] == ids
+            assert [event["type"] for event in received] == ["added", "updated", "resolved"]
+            ws.close()
+
+
+@pytest.mark.postgres
+def test_concurrent_writers_on_both_instances(cluster, cluster_token):
+    """Each subscriber gets every event exactly once, ids strictly increasing, none missing."""
+    since = last_logged_id(cluster[0].database_url)
+    sockets = [connect(server, cluster_token, since=since) for server in cluster for _ in range(3)]
+    write_many(cluster, cluster_token, writers=2, rounds=8)
+    ids = logged_ids(cluster[0].database_url, since)
+    assert len(ids) == 2 * 2 * 8 * 3 and ids == sorted(set(ids))
+    for ws in sockets:
+        assert [event["id"] for event in events_until(ws, ids[-1])] == ids
+        ws.close()
+
+
+@pytest.mark.postgres
+def test_resume_on_the_other_instance_after_a_drop_during_writes(cluster, cluster_token):
+    since = last_logged_id(cluster[0].database_url)
+    writers = Background(write_many, cluster, cluster_token, 1, 10)
+    writers.start()
+    ws = connect(cluster[0], cluster_token, since=since)
+    received = [next_event(ws) for _ in range(15)]
+    ws.shutdown()  # dropped mid-stream, while both instances are still writing
+    ws = connect(cluster[1], cluster_token, since=received[-1]["id"])
+    writers.finish()
+    ids = logged_ids(cluster[0].database_url, since)
+    received += events_until(ws, ids[-1])
+    assert [event["id"] for event in received] == ids
+    ws.close()
+
+
+@pytest.mark.postgres
+def test_an_event_without_a_notification_still_arrives(cluster, cluster_token):
+    """A lost NOTIFY only delays: the listeners also poll the log."""
+    since = last_logged_id(cluster[0].database_url)
+    sockets = [connect(server, cluster_token, since=since) for server in cluster]
+    time.sleep(0.5)  # subscribed and caught up: what follows must come live, by polling
+    engine = create_engine(cluster[0].database_url)
+    with engine.begin() as connection:  # what record() writes, minus pg_notify
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x1C1DE48})
+        connection.execute(
+            text(
+                "INSERT INTO events (type, incident_id, actor, at, data, changes)"
+                " VALUES ('updated', 0, 'quiet', now(), '{}', '{}')"
+            )
+        )
+    engine.dispose()
+    ids = logged_ids(cluster[0].database_url, since)
+    for ws in sockets:
+        received = events_until(ws, ids[-1])
+        assert [event["actor"] for event in received] == ["quiet"]
+        ws.close()
+
+
+class Background(threading.Thread):
+    """A thread whose failure fails the test when joined."""
+
+    def __init__(self, target, *args: Any) -> None:
+        super().__init__(daemon=True)
+        self.work, self.args, self.failure = target, args, None
+
+    def run(self) -> None:
+        try:
+            self.work(*self.args)
+        except BaseException as failure:
+            self.failure = failure
+
+    def finish(self) -> None:
+        self.join(120)
+        assert not self.is_alive(), "background work did not finish"
+        if self.failure is not None:
+            raise self.failure
+
+
+def write_rounds(server: Server, token: str, rounds: int) -> None:
+    """Each round: create, update, resolve, and a second resolve that fails (no event)."""
+    client = copy.copy(server)
+    client.session = requests.Session()  # one per thread
+    try:
+        for index in range(rounds):
+            incident = client.rpc("create", token, expect=201, description=f"w{index}")["data"]
+            client.rpc("update", token, expect=200, id=incident["id"], severity="high")
+            client.rpc("resolve", token, expect=200, id=incident["id"])
+            client.rpc("resolve", token, expect=409, id=incident["id"])
+    finally:
+        client.session.close()
+
+
+def write_many(servers: list[Server], token: str, writers: int, rounds: int) -> None:
+    """`writers` concurrent writers per server."""
+    threads = [Background(write_rounds, s, token, rounds) for s in servers for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.finish()
