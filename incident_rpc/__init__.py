@@ -10,8 +10,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment (`Config`), with `overrides` on top."""
     from . import (
         actions,  # noqa: F401  (importing it registers every action)
+        alertmanager,
         cli,
         database,
+        endpoint,
         health,
         rpc,
     )
@@ -29,6 +31,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=database.MIGRATIONS)
     sock.init_app(app)
     app.register_blueprint(rpc.bp)
+    app.register_blueprint(endpoint.bp)
+    app.register_blueprint(alertmanager.bp)
     app.register_blueprint(health.bp)
     cli.init_app(app)
     with app.app_context():

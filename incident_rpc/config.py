@@ -37,6 +37,9 @@ class Config:
     ADMIN_USERNAME = os.environ.get("ADMIN_USERNAME")
     ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
+    MAX_BATCH = _int("MAX_BATCH", 1000)  # commands in one batch posted to /rpc
+    MAX_BULK = _int("MAX_BULK", 10000)  # incidents one resolve_many/update_many may touch
+    REQUEST_ID_TTL = _int("REQUEST_ID_TTL", 24 * 3600)  # seconds a request_id is remembered
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 
 

@@ -8,7 +8,18 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -83,6 +94,10 @@ class User(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# The predicate of the partial unique index; `dedup.py` names it again in ON CONFLICT.
+OPEN_DEDUP_KEY = "dedup_key IS NOT NULL AND status NOT IN ('completed', 'fake')"
+
+
 class Incident(db.Model):
     __tablename__ = "incidents"
     __table_args__ = (
@@ -91,6 +106,15 @@ class Incident(db.Model):
         Index("ix_incidents_status_created", "status", "created_at", "id"),
         Index("ix_incidents_source_created", "source", "created_at", "id"),
         Index("ix_incidents_severity_created", "severity", "created_at", "id"),
+        # At most one open incident per dedup_key: the database, not a check-then-insert,
+        # decides between concurrent senders of the same alert.
+        Index(
+            "uq_incidents_open_dedup_key",
+            "dedup_key",
+            unique=True,
+            postgresql_where=text(OPEN_DEDUP_KEY),
+            sqlite_where=text(OPEN_DEDUP_KEY),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -109,6 +133,9 @@ class Incident(db.Model):
     # Every UPDATE says "WHERE version = <the one read>": two writers that read the
     # same version cannot both win (StaleDataError becomes a 409).
     version: Mapped[int] = mapped_column(Integer, default=1)
+    dedup_key: Mapped[str | None] = mapped_column(String(255))
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -125,3 +152,17 @@ class Event(db.Model):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     changes: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+
+
+class RequestReplay(db.Model):
+    """The first answer to a changing command sent with a `request_id` (see replay.py)."""
+
+    __tablename__ = "request_replays"
+    __table_args__ = (UniqueConstraint("caller", "request_id", name="uq_request_replays_caller"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    caller: Mapped[str] = mapped_column(String(80))
+    request_id: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # action and parameters, hashed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)

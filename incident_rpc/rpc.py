@@ -1,10 +1,11 @@
 """The action registry and the dispatcher, and the HTTP routes that feed it.
 
 An action is declared once with `@action(...)`: its name, parameter schema, the
-role it needs and its output schema (plus, optionally, the legacy dialect's
-versions of each). `execute` owns everything around a handler: lookup,
-authentication, validation, the transaction and the one place where an
-exception becomes an envelope.
+role it needs, its output schema, whether it changes anything (then it takes a
+`request_id`, see replay.py) and, optionally, the legacy dialect's versions of
+each. `execute` owns everything around a handler: lookup, authentication,
+validation, the transaction and the one place where an exception becomes an
+envelope. The /rpc route itself, with its batches and JSON-RPC, is endpoint.py.
 """
 
 import json
@@ -15,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 from marshmallow import Schema, ValidationError
 
+from . import replay
 from .auth import Caller, authenticate
 from .errors import (
     BadRequest,
@@ -64,6 +66,7 @@ class Action:
     legacy_params: Schema | None
     legacy_output: Schema | None
     legacy_handler: Handler | None
+    changes: bool = False  # True: the action changes data, and so takes a request_id
 
 
 ACTIONS: dict[str, Action] = {}
@@ -79,6 +82,7 @@ def action(
     legacy_params: Schema | None = None,
     legacy_output: Schema | None = None,
     legacy_handler: Handler | None = None,
+    changes: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under `name`; see the module docstring."""
 
@@ -87,7 +91,7 @@ def action(
             raise ValueError(f"action {name!r} is declared twice")
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
-            legacy_params, legacy_output, legacy_handler,
+            legacy_params, legacy_output, legacy_handler, changes,
         )  # fmt: skip
         return handler
 
@@ -101,7 +105,21 @@ def _first_message(messages: Any) -> str:
     return str(messages)
 
 
-def _run(command: Any, legacy_action: str | None, header_token: str | None) -> Any:
+def _caller(token: Any, known: dict[str, Caller] | None) -> Caller:
+    """Authenticate once per distinct token within one request (a batch repeats them)."""
+    if known is None or not isinstance(token, str):
+        return authenticate(token)
+    if token not in known:
+        known[token] = authenticate(token)
+    return known[token]
+
+
+def _run(
+    command: Any,
+    legacy_action: str | None,
+    header_token: str | None,
+    callers: dict[str, Caller] | None,
+) -> Any:
     legacy = legacy_action is not None
     if not isinstance(command, dict):
         raise InvalidJSON() if legacy else BadRequest("the command must be a JSON object")
@@ -113,10 +131,11 @@ def _run(command: Any, legacy_action: str | None, header_token: str | None) -> A
         raise NotFound(f"unknown action {name[:64]!r}")
     caller = None
     if spec.role is not None:
-        caller = authenticate(command.get("token", header_token))
+        caller = _caller(command.get("token", header_token), callers)
         if not caller.has_role(spec.role):
             raise Forbidden()
     params = {key: value for key, value in command.items() if key not in ("action", "token")}
+    request_id = replay.take_request_id(params) if spec.changes else None
     use_legacy_params = legacy and spec.legacy_params is not None
     schema = spec.legacy_params if use_legacy_params else spec.params
     try:
@@ -124,6 +143,10 @@ def _run(command: Any, legacy_action: str | None, header_token: str | None) -> A
     except ValidationError as error:
         sentence = _first_message(error.messages) if use_legacy_params else None
         raise InvalidParams(error.messages, legacy_message=sentence) from error
+    claim = replay.claim(caller, request_id, name, params) if request_id is not None else None
+    if claim and claim.earlier:
+        db.session.rollback()
+        return claim.earlier
     handler = (legacy and spec.legacy_handler) or spec.handler
     result = handler(Context(caller, legacy), values)
     if isinstance(result, Response):  # a streamed answer; it ends its own transaction
@@ -131,15 +154,27 @@ def _run(command: Any, legacy_action: str | None, header_token: str | None) -> A
     status = spec.status
     if isinstance(result, Reply):
         result, status = result.data, result.status
-    db.session.commit()
     output = (legacy and spec.legacy_output) or spec.output
-    return envelope(True, status, output.dump(result) if output else result)
+    # Dumped before the commit, which would expire every loaded row and cost a re-read.
+    answer = envelope(True, status, output.dump(result) if output else result)
+    if claim:
+        claim.remember(answer)
+    db.session.commit()
+    return answer
 
 
-def execute(command: Any, legacy_action: str | None = None, header_token: str | None = None):
-    """Run one command; answer its envelope (or a streamed Response). Never raises."""
+def execute(
+    command: Any,
+    legacy_action: str | None = None,
+    header_token: str | None = None,
+    callers: dict[str, Caller] | None = None,
+):
+    """Run one command; answer its envelope (or a streamed Response). Never raises.
+
+    `callers` caches authentication across the commands of one request.
+    """
     try:
-        return _run(command, legacy_action, header_token)
+        return _run(command, legacy_action, header_token, callers)
     except Exception as exc:
         db.session.rollback()
         return to_envelope(exc, legacy=legacy_action is not None)
@@ -149,12 +184,16 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_json() -> Any:
-    """The request body as JSON, whatever the Content-Type says."""
+def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(request.get_data(cache=False), parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:  # includes bad UTF-8 and huge numbers
         raise InvalidJSON() from error
+
+
+def read_json() -> Any:
+    """The request body as JSON, whatever the Content-Type says."""
+    return parse_json(request.get_data(cache=False))
 
 
 def bearer_token() -> str | None:
@@ -168,16 +207,11 @@ def respond(result: Any) -> Response:
     return Response(json.dumps(result), status=result["status"], mimetype="application/json")
 
 
-_POST_ONLY = {"methods": ["POST"], "strict_slashes": False, "provide_automatic_options": False}
+POST_ONLY = {"methods": ["POST"], "strict_slashes": False, "provide_automatic_options": False}
 
 
-@bp.route("/rpc", **_POST_ONLY)
-def rpc_endpoint() -> Response:
-    return respond(execute(read_json(), None, bearer_token()))
-
-
-@bp.route("/users/authorization/", defaults={"name": "authorization"}, **_POST_ONLY)
-@bp.route("/incidents/<name>/", **_POST_ONLY)
+@bp.route("/users/authorization/", defaults={"name": "authorization"}, **POST_ONLY)
+@bp.route("/incidents/<name>/", **POST_ONLY)
 def legacy_endpoint(name: str) -> Response:
     return respond(execute(read_json(), name, bearer_token()))
 

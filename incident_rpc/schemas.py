@@ -5,6 +5,7 @@ silently); server-owned fields are dump-only. The legacy dialect's schemas live
 in `legacy.py`.
 """
 
+from enum import StrEnum
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
@@ -46,6 +47,7 @@ class IncidentFields(Params):
 class CreateParams(IncidentFields):
     description = Text(required=True, blank=False, max_length=10000)
     created_at = Timestamp(data_key="date")
+    dedup_key = Text(blank=False, max_length=255)
 
 
 class ListParams(Params):
@@ -75,6 +77,76 @@ class ResolveParams(IdParams):
     resolution = Text(allow_none=True, max_length=10000)
 
 
+class OneOrMany(fields.Field):
+    """One enum value or a non-empty list of them; loads as a list."""
+
+    def __init__(self, enum: type[StrEnum], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.one = choice(enum)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[str]:
+        values = value if isinstance(value, list) else [value]
+        if not values or len(values) > 10:
+            raise ValidationError("Give one value or a list of 1 to 10 values.")
+        return [self.one.deserialize(item) for item in values]
+
+
+class BulkFilter(Params):
+    """Which incidents a bulk action touches; every criterion must hold."""
+
+    status = OneOrMany(Status)
+    source = OneOrMany(Source)
+    severity = OneOrMany(Severity)
+    dedup_key = Text(blank=False, max_length=255)
+    dedup_key_prefix = Text(blank=False, max_length=255)
+    created_before = Timestamp()
+    created_after = Timestamp()
+
+    @validates_schema
+    def some_criterion(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give at least one criterion.", "_schema")
+
+
+class BulkTarget(Params):
+    """Exactly one of: an explicit list of ids, or a filter (both bounded by MAX_BULK)."""
+
+    ids = fields.List(identifier(), validate=validate.Length(min=1))
+    filter = fields.Nested(BulkFilter)
+
+    @validates_schema
+    def ids_or_filter(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if ("ids" in data) == ("filter" in data):
+            raise ValidationError("Give either ids or filter.", "_schema")
+
+
+class ResolveManyParams(BulkTarget):
+    resolution = Text(allow_none=True, max_length=10000)
+
+
+class UpdateManyParams(BulkTarget, IncidentFields):
+    status = choice(Status)
+
+    @validates_schema
+    def something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not set(data) - {"ids", "filter"}:
+            raise ValidationError("Give at least one field to change.", "_schema")
+
+
+class SkippedOut(Schema):
+    id = fields.Integer()
+    reason = fields.String()
+
+
+class BulkOut(Schema):
+    changed = fields.Integer()
+    ids = fields.List(fields.Integer())
+    skipped = fields.List(fields.Nested(SkippedOut))
+
+
+bulk_out = BulkOut()
+
+
 class IncidentOut(Schema):
     id = fields.Integer()
     title = fields.String()
@@ -90,6 +162,9 @@ class IncidentOut(Schema):
     resolved_by = fields.String()
     resolution = fields.String()
     version = fields.Integer()
+    dedup_key = fields.String()
+    occurrences = fields.Integer()
+    last_seen_at = Timestamp()
 
 
 class TokenOut(Schema):

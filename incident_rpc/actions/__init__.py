@@ -1,5 +1,5 @@
 """Handlers, one module per domain; importing this package registers every action."""
 
-from . import incidents, users
+from . import bulk, describe, incidents, users
 
-__all__ = ["incidents", "users"]
+__all__ = ["bulk", "describe", "incidents", "users"]

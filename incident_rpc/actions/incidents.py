@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlalchemy import Select, literal, select, tuple_
 
-from .. import events, legacy
+from .. import dedup, events, legacy
 from ..errors import Conflict, NotFound
 from ..extensions import db
 from ..models import Incident, Status, UTCDateTime, utcnow
-from ..rpc import Context, action
+from ..rpc import Context, Reply, action
 from ..schemas import (
     CreateParams,
     IdParams,
@@ -45,14 +45,17 @@ def filtered(params: dict[str, Any]) -> Select[tuple[Incident]]:
 
 @action(
     "create", params=CreateParams(), role="reporter", output=incident_out, status=201,
-    legacy_params=legacy.CreateParams(), legacy_output=legacy.incident_out,
+    legacy_params=legacy.CreateParams(), legacy_output=legacy.incident_out, changes=True,
 )  # fmt: skip
-def create(ctx: Context, params: dict[str, Any]) -> Incident:
-    """Open a new incident with status `new`."""
+def create(ctx: Context, params: dict[str, Any]) -> Incident | Reply:
+    """Open a new incident with status `new`; with a `dedup_key`, maybe repeat an open one."""
     now = utcnow()
     incident = Incident(
-        status=Status.new, created_by=ctx.actor, created_at=now, updated_at=now, **params
+        status=Status.new, created_by=ctx.actor, updated_at=now, **{"created_at": now, **params}
     )
+    if incident.dedup_key:
+        stored, repeated = dedup.add_or_repeat(incident, ctx.actor)
+        return Reply(stored, 200) if repeated else stored
     db.session.add(incident)
     events.record("added", incident, ctx.actor)
     return incident
@@ -85,7 +88,7 @@ EDITABLE = ("title", "description", "status", "severity", "source", "details")
 
 @action(
     "update", params=UpdateParams(), role="agent", output=incident_out,
-    legacy_params=legacy.UpdateParams(), legacy_output=legacy.incident_out,
+    legacy_params=legacy.UpdateParams(), legacy_output=legacy.incident_out, changes=True,
 )  # fmt: skip
 def update(ctx: Context, params: dict[str, Any]) -> Incident:
     """Change the given fields; with `version`, only if nobody changed it since."""
@@ -113,7 +116,7 @@ def update(ctx: Context, params: dict[str, Any]) -> Incident:
     return incident
 
 
-@action("resolve", params=ResolveParams(), role="agent", output=incident_out)
+@action("resolve", params=ResolveParams(), role="agent", output=incident_out, changes=True)
 def resolve(ctx: Context, params: dict[str, Any]) -> Incident:
     """Move an incident to `completed`, recording when, by whom and why."""
     incident = find(params["id"])

@@ -1,0 +1,99 @@
+"""JSON-RPC 2.0 (https://www.jsonrpc.org/specification) spoken on top of our commands.
+
+A request becomes a command (`method` is the action, `params` its parameters,
+the token in them or in the Authorization header), runs through `rpc.execute`
+like any other, and its envelope becomes the response: `result` is the
+envelope's `data`; a failure becomes an error object with the envelope in
+`data`. Errors found before a command exists (not a request, unknown method,
+positional params) follow the specification's own examples, without `data`.
+"""
+
+from typing import Any
+
+from .auth import Caller
+from .errors import envelope
+from .rpc import ACTIONS, execute
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+SERVER_ERROR = -32000  # any other failure status
+MESSAGES = {
+    PARSE_ERROR: "Parse error",
+    INVALID_REQUEST: "Invalid Request",
+    METHOD_NOT_FOUND: "Method not found",
+    INVALID_PARAMS: "Invalid params",
+    INTERNAL_ERROR: "Internal error",
+}
+# Envelope status -> error code; the server range (-32000..-32099) for our own failures.
+CODES = {
+    400: INVALID_PARAMS,
+    401: -32001,  # authentication: missing, bad, expired or revoked token
+    403: -32003,  # permission: the role does not allow the action
+    404: -32004,  # no such incident (or other object)
+    409: -32009,  # conflict: stale version, already resolved, ...
+    413: -32013,  # too large
+    429: -32029,  # rate limited; data.data.retry_after
+    500: INTERNAL_ERROR,
+    503: -32050,  # the database is unavailable; retry
+}
+ALIASES = {"rpc.discover": "describe"}  # OpenRPC's discovery method
+_MEMBERS = {"jsonrpc", "method", "params", "id"}
+
+
+def speaks_jsonrpc(item: Any) -> bool:
+    """A batch element or body in this dialect: an object with a `jsonrpc` member."""
+    return isinstance(item, dict) and "jsonrpc" in item
+
+
+def error(code: int, request_id: Any = None, data: Any = None, message: str = "") -> dict:
+    body: dict[str, Any] = {"code": code, "message": message or MESSAGES.get(code, "Server error")}
+    if data is not None:
+        body["data"] = data
+    return {"jsonrpc": "2.0", "error": body, "id": request_id}
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+
+
+def _well_formed(item: Any) -> bool:
+    return (
+        isinstance(item, dict)
+        and item.get("jsonrpc") == "2.0"
+        and isinstance(item.get("method"), str)
+        and isinstance(item.get("params", {}), dict | list)
+        and _valid_id(item.get("id"))
+        and set(item) <= _MEMBERS
+    )
+
+
+def answer(item: Any, header_token: str | None, callers: dict[str, Caller] | None = None):
+    """Run one request; its response object, or None for a notification."""
+    if not _well_formed(item):
+        known_id = item.get("id") if isinstance(item, dict) and _valid_id(item.get("id")) else None
+        return error(INVALID_REQUEST, known_id)
+    response = _call(item["method"], item.get("params", {}), header_token, callers)
+    if "id" not in item:  # a notification: it ran, and nobody hears about it
+        return None
+    response["id"] = item["id"]
+    return response
+
+
+def _call(method: str, params: Any, header_token: str | None, callers: Any) -> dict:
+    name = ALIASES.get(method, method)
+    if (method.startswith("rpc.") and method not in ALIASES) or name not in ACTIONS:
+        return error(METHOD_NOT_FOUND)
+    if isinstance(params, list):
+        reason = "params must be an object: parameters are passed by name"
+        return error(INVALID_PARAMS, data=envelope(False, 400, error=reason))
+    if "action" in params:
+        data = {"errors": {"action": ["Unknown field."]}}
+        return error(INVALID_PARAMS, data=envelope(False, 400, data, "invalid parameters: action"))
+    outcome = execute({**params, "action": name}, None, header_token, callers)
+    if outcome["success"]:
+        return {"jsonrpc": "2.0", "result": outcome["data"]}
+    code = CODES.get(outcome["status"], SERVER_ERROR)
+    return error(code, data=outcome, message=MESSAGES.get(code) or outcome["error"])
