@@ -4,12 +4,15 @@ A request becomes a command (`method` is the action, `params` its parameters,
 the token in them or in the Authorization header), runs through `rpc.execute`
 like any other, and its envelope becomes the response: `result` is the
 envelope's `data`; a failure becomes an error object with the envelope in
-`data`. Errors found before a command exists (not a request, unknown method,
-positional params) follow the specification's own examples, without `data`.
+`data`. Errors found before a command exists (not a request, unknown method)
+follow the specification's own examples, without `data`. Parameters may also
+be given by position, in the order that `rpc.discover` lists them.
 """
 
+from functools import cache
 from typing import Any
 
+from . import openrpc
 from .auth import Caller
 from .errors import envelope
 from .rpc import ACTIONS, execute
@@ -87,8 +90,11 @@ def _call(method: str, params: Any, header_token: str | None, callers: Any) -> d
     if (method.startswith("rpc.") and method not in ALIASES) or name not in ACTIONS:
         return error(METHOD_NOT_FOUND)
     if isinstance(params, list):
-        reason = "params must be an object: parameters are passed by name"
-        return error(INVALID_PARAMS, data=envelope(False, 400, error=reason))
+        names = _positions(name)
+        if len(params) > len(names):
+            reason = f"{name} takes at most {len(names)} parameters by position"
+            return error(INVALID_PARAMS, data=envelope(False, 400, error=reason))
+        params = dict(zip(names, params, strict=False))
     if "action" in params:
         data = {"errors": {"action": ["Unknown field."]}}
         return error(INVALID_PARAMS, data=envelope(False, 400, data, "invalid parameters: action"))
@@ -97,3 +103,9 @@ def _call(method: str, params: Any, header_token: str | None, callers: Any) -> d
         return {"jsonrpc": "2.0", "result": outcome["data"]}
     code = CODES.get(outcome["status"], SERVER_ERROR)
     return error(code, data=outcome, message=MESSAGES.get(code) or outcome["error"])
+
+
+@cache
+def _positions(name: str) -> list[str]:
+    """The parameter names of an action in their by-position order."""
+    return [param["name"] for param in openrpc.method(ACTIONS[name])["params"]]

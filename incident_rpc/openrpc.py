@@ -63,7 +63,7 @@ def method(spec: Action) -> dict[str, Any]:
         "name": spec.name,
         "summary": doc.splitlines()[0],
         "description": doc,
-        "paramStructure": "by-name",
+        "paramStructure": "either",  # by position: in the order of this list
         "params": params,
         "result": {"name": f"{spec.name}_result", "schema": output},
         "x-role": spec.role,
