@@ -84,10 +84,11 @@ def reporter(server: Server) -> str:
 
 @pytest.fixture(scope="session")
 def tight(new_database_url, tmp_path_factory) -> Iterator[Server]:
-    """A server with small bounds: MAX_BATCH 5, MAX_BULK 5, REQUEST_ID_TTL 1 s."""
+    """A server with small bounds: MAX_BATCH 5, MAX_BULK 5, REQUEST_ID_TTL 1 s, and
+    statements that give up after 1.5 s."""
     running = Server(
         new_database_url(), tmp_path_factory.mktemp("tight"),
-        MAX_BATCH="5", MAX_BULK="5", REQUEST_ID_TTL="1",
+        MAX_BATCH="5", MAX_BULK="5", REQUEST_ID_TTL="1", DB_STATEMENT_TIMEOUT_MS="1500",
     ).start()  # fmt: skip
     yield running
     running.stop()
@@ -139,6 +140,66 @@ def test_batch_over_max_batch_is_413_and_runs_nothing(server: Server, token: str
     assert response.status_code == 413 and response.json()["status"] == 413
     assert "1000" in response.json()["error"]
     assert create(server, token, dedup_key=key)["occurrences"] == 1  # none of them ran
+
+
+def test_a_failing_element_is_rolled_back_alone(server: Server, token: str) -> None:
+    """A database-level failure (a unique violation) inside a batch undoes only its element."""
+    key = unique("alone")
+    old = create(server, token, dedup_key=key)
+    server.rpc("resolve", token, expect=200, id=old["id"])
+    current = create(server, token, dedup_key=key)
+    batch = [
+        {"action": "create", "description": "before", "dedup_key": unique("a")},
+        {"action": "update", "id": old["id"], "status": "new", "severity": "critical"},
+        {"action": "create", "description": "after", "dedup_key": key},
+    ]
+    answers = post_json(server, batch, token).json()
+    assert [a["status"] for a in answers] == [201, 409, 200]
+    assert server.rpc("get", token, id=old["id"])["data"]["status"] == "completed"
+    assert answers[2]["data"]["id"] == current["id"] and answers[2]["data"]["occurrences"] == 2
+    assert event_types(server, old["id"]) == ["added", "resolved"]
+
+
+@pytest.mark.postgres
+def test_a_lost_connection_in_a_batch_runs_it_again_one_by_one(tight: Server) -> None:
+    """When the shared transaction dies mid-batch, the batch runs again, one transaction
+    per element: what was answered is what is stored, and nothing is stored twice."""
+    if not tight.database_url.startswith("postgresql"):
+        pytest.skip("needs a second PostgreSQL session to hold a lock and end a backend")
+    token = tight.login()
+    locked = create(tight, token)
+    first, last = unique("first"), unique("last")
+    batch = [
+        {"action": "create", "description": "x", "dedup_key": first},
+        {"action": "update", "id": locked["id"], "severity": "critical"},
+        {"action": "create", "description": "x", "dedup_key": last},
+    ]
+    engine = sqlalchemy.create_engine(tight.database_url, poolclass=sqlalchemy.NullPool)
+    with engine.connect() as holder, engine.connect() as admin, ThreadPoolExecutor(1) as pool:
+        holder.execute(
+            sqlalchemy.text("SELECT id FROM incidents WHERE id = :id FOR UPDATE"),
+            {"id": locked["id"]},
+        )
+        sent = pool.submit(post_json, tight, batch, token)
+        waiting = sqlalchemy.text(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database() AND query LIKE 'UPDATE incidents%'"
+        )
+        for _ in range(100):  # the batch's update now waits for the holder's lock
+            pids = admin.execute(waiting).scalars().all()
+            admin.rollback()
+            if pids:
+                break
+            time.sleep(0.01)
+        assert pids, "the batch never waited for the lock"
+        admin.execute(sqlalchemy.text("SELECT pg_terminate_backend(:pid)"), {"pid": pids[0]})
+        holder.rollback()
+        answers = sent.result(timeout=60).json()
+    engine.dispose()
+    assert answers[0]["status"] == 201 and answers[2]["status"] == 201
+    assert answers[1]["status"] in (200, 503)
+    for key in (first, last):  # ran twice, stored once, as answered
+        assert create(tight, token, expect=200, dedup_key=key)["occurrences"] == 2
 
 
 def test_max_batch_is_a_setting(tight: Server) -> None:

@@ -18,7 +18,7 @@ from .auth import authenticate
 from .errors import Forbidden, InvalidParams, envelope
 from .fields import Text, Timestamp
 from .models import Severity, Source, Status
-from .rpc import POST_ONLY, bearer_token, execute, read_json, respond
+from .rpc import POST_ONLY, Batch, bearer_token, execute, read_json, respond
 
 bp = Blueprint("alertmanager", __name__)
 OPEN = [Status.new.value, Status.processing.value, Status.unknown.value]
@@ -98,10 +98,10 @@ def webhook() -> Response:
         notification = notification_in.load(read_json())
     except ValidationError as error:
         raise InvalidParams(error.messages) from error  # type: ignore[arg-type]
-    callers = {token: caller} if token else {}
+    batch = Batch(callers={token: caller} if token else {})  # one transaction per alert
     results = []
     for alert in notification["alerts"]:
-        outcome = execute(_command(alert, notification), None, token, callers)
+        outcome = execute(_command(alert, notification), None, token, batch)
         results.append({"fingerprint": alert["fingerprint"], "result": outcome})
     failed = [r["result"]["status"] for r in results if r["result"]["status"] >= 500]
     if failed:

@@ -13,9 +13,8 @@ from functools import cache
 from typing import Any
 
 from . import openrpc
-from .auth import Caller
 from .errors import envelope
-from .rpc import ACTIONS, execute
+from .rpc import ACTIONS, Batch, execute
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -73,19 +72,19 @@ def _well_formed(item: Any) -> bool:
     )
 
 
-def answer(item: Any, header_token: str | None, callers: dict[str, Caller] | None = None):
+def answer(item: Any, header_token: str | None, batch: Batch | None = None):
     """Run one request; its response object, or None for a notification."""
     if not _well_formed(item):
         known_id = item.get("id") if isinstance(item, dict) and _valid_id(item.get("id")) else None
         return error(INVALID_REQUEST, known_id)
-    response = _call(item["method"], item.get("params", {}), header_token, callers)
+    response = _call(item["method"], item.get("params", {}), header_token, batch)
     if "id" not in item:  # a notification: it ran, and nobody hears about it
         return None
     response["id"] = item["id"]
     return response
 
 
-def _call(method: str, params: Any, header_token: str | None, callers: Any) -> dict:
+def _call(method: str, params: Any, header_token: str | None, batch: Batch | None) -> dict:
     name = ALIASES.get(method, method)
     if (method.startswith("rpc.") and method not in ALIASES) or name not in ACTIONS:
         return error(METHOD_NOT_FOUND)
@@ -98,7 +97,7 @@ def _call(method: str, params: Any, header_token: str | None, callers: Any) -> d
     if "action" in params:
         data = {"errors": {"action": ["Unknown field."]}}
         return error(INVALID_PARAMS, data=envelope(False, 400, data, "invalid parameters: action"))
-    outcome = execute({**params, "action": name}, None, header_token, callers)
+    outcome = execute({**params, "action": name}, None, header_token, batch)
     if outcome["success"]:
         return {"jsonrpc": "2.0", "result": outcome["data"]}
     code = CODES.get(outcome["status"], SERVER_ERROR)

@@ -10,11 +10,12 @@ envelope. The /rpc route itself, with its batches and JSON-RPC, is endpoint.py.
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response, request
 from marshmallow import Schema, ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from . import replay
 from .auth import Caller, authenticate
@@ -72,6 +73,16 @@ class Action:
 ACTIONS: dict[str, Action] = {}
 
 
+@dataclass
+class Batch:
+    """What the commands of one batch share: the tokens already checked, and whether
+    each command runs in a savepoint of the batch's transaction (see endpoint.py)."""
+
+    callers: dict[str, Caller] = field(default_factory=dict)
+    savepoints: bool = False
+    broken: bool = False  # the shared transaction was lost: the batch must run again
+
+
 def action(
     name: str,
     *,
@@ -105,20 +116,44 @@ def _first_message(messages: Any) -> str:
     return str(messages)
 
 
-def _caller(token: Any, known: dict[str, Caller] | None) -> Caller:
-    """Authenticate once per distinct token within one request (a batch repeats them)."""
-    if known is None or not isinstance(token, str):
+def _caller(token: Any, batch: Batch | None) -> Caller:
+    """Authenticate once per distinct token within one batch (a batch repeats them)."""
+    if batch is None or not isinstance(token, str):
         return authenticate(token)
-    if token not in known:
-        known[token] = authenticate(token)
-    return known[token]
+    if token not in batch.callers:
+        batch.callers[token] = authenticate(token)
+    return batch.callers[token]
+
+
+class Transaction:
+    """The scope a command commits or rolls back: the session's, or a savepoint's."""
+
+    def __init__(self, savepoint: bool) -> None:
+        self.savepoint = savepoint
+        self.scope = db.session.begin_nested() if savepoint else db.session
+
+    def commit(self) -> None:
+        self.scope.commit()
+
+    def rollback(self, cause: BaseException | None = None) -> bool:
+        """Undo this scope; False when a savepoint could not be, and so all was undone."""
+        lost = isinstance(cause, DBAPIError) and cause.connection_invalidated
+        try:
+            if not lost:
+                self.scope.rollback()
+                return True
+        except Exception:  # the connection died under the savepoint
+            pass
+        db.session.rollback()
+        return not self.savepoint
 
 
 def _run(
     command: Any,
     legacy_action: str | None,
     header_token: str | None,
-    callers: dict[str, Caller] | None,
+    batch: Batch | None,
+    transaction: Transaction,
 ) -> Any:
     legacy = legacy_action is not None
     if not isinstance(command, dict):
@@ -131,7 +166,7 @@ def _run(
         raise NotFound(f"unknown action {name[:64]!r}")
     caller = None
     if spec.role is not None:
-        caller = _caller(command.get("token", header_token), callers)
+        caller = _caller(command.get("token", header_token), batch)
         if not caller.has_role(spec.role):
             raise Forbidden()
     params = {key: value for key, value in command.items() if key not in ("action", "token")}
@@ -145,7 +180,7 @@ def _run(
         raise InvalidParams(error.messages, legacy_message=sentence) from error
     claim = replay.claim(caller, request_id, name, params) if request_id is not None else None
     if claim and claim.earlier:
-        db.session.rollback()
+        transaction.rollback()
         return claim.earlier
     handler = (legacy and spec.legacy_handler) or spec.handler
     result = handler(Context(caller, legacy), values)
@@ -159,7 +194,7 @@ def _run(
     answer = envelope(True, status, output.dump(result) if output else result)
     if claim:
         claim.remember(answer)
-    db.session.commit()
+    transaction.commit()
     return answer
 
 
@@ -167,16 +202,19 @@ def execute(
     command: Any,
     legacy_action: str | None = None,
     header_token: str | None = None,
-    callers: dict[str, Caller] | None = None,
+    batch: Batch | None = None,
 ):
-    """Run one command; answer its envelope (or a streamed Response). Never raises.
-
-    `callers` caches authentication across the commands of one request.
-    """
+    """Run one command; answer its envelope (or a streamed Response). Never raises."""
+    transaction = None
     try:
-        return _run(command, legacy_action, header_token, callers)
+        transaction = Transaction(savepoint=batch is not None and batch.savepoints)
+        return _run(command, legacy_action, header_token, batch, transaction)
     except Exception as exc:
-        db.session.rollback()
+        others_kept = transaction is not None and transaction.rollback(exc)
+        if transaction is None:
+            db.session.rollback()
+        if batch is not None and batch.savepoints and not others_kept:
+            batch.broken = True
         return to_envelope(exc, legacy=legacy_action is not None)
 
 
