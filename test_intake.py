@@ -544,6 +544,17 @@ def test_dedup_under_concurrent_senders_on_postgres(postgres, tmp_path_factory) 
         incident = busy.rpc("get", token, expect=200, id=ids.pop())["data"]
         assert incident["occurrences"] == sends and incident["version"] == sends
         assert event_types(busy, incident["id"]) == ["added"] + ["updated"] * (sends - 1)
+
+        def send_batch(_: int) -> list[int]:  # batches hold their rows until they commit
+            command = {"action": "create", "token": token, "description": "x", "dedup_key": key}
+            answers = requests.post(f"{busy.url}/rpc", json=[command] * 25, timeout=60).json()
+            return [answer["status"] for answer in answers]
+
+        assert all(
+            status == 200 for batch in send_concurrently(8, 8, send_batch) for status in batch
+        )
+        repeated = busy.rpc("get", token, expect=200, id=incident["id"])["data"]
+        assert repeated["occurrences"] == sends + 8 * 25
     finally:
         busy.stop()
 

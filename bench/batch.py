@@ -62,6 +62,17 @@ def _batches(server: Server, token: str, size: int, rounds: int) -> dict[str, fl
     }
 
 
+def _storm(server: Server, token: str) -> dict[str, float]:
+    """resolve_many over every open incident the run created (at most MAX_BULK)."""
+    started = time.perf_counter()
+    wanted = {"status": "new", "source": "monitoring"}
+    response = server.post("/rpc", {"action": "resolve_many", "token": token, "filter": wanted})
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.text[:300]
+    changed = response.json()["data"]["changed"]
+    return {"resolved": changed, "seconds": elapsed, "incidents_per_s": changed / elapsed}
+
+
 def run(database_url: str, singles: int, rounds: int, workers: int) -> dict[str, Any]:
     databases = PostgresDatabases(database_url)
     server = Server(databases.create(), Path(tempfile.mkdtemp(prefix="bench-batch-")), workers)
@@ -75,6 +86,7 @@ def run(database_url: str, singles: int, rounds: int, workers: int) -> dict[str,
             "single": _singles(server, token, singles),
             "batch_100": _batches(server, token, 100, rounds * 2),
             "batch_1000": _batches(server, token, 1000, rounds),
+            "resolve_many": _storm(server, token),
         }
     finally:
         server.stop()
@@ -95,6 +107,11 @@ def report(figures: dict[str, Any]) -> str:
             f"{'batch of ' + str(row['batch_size']):<16}{row['incidents_per_s']:>12.0f}"
             f"{row['median_batch_s'] * 1000:>16.1f}ms{row['max_batch_s'] * 1000:>8.0f}ms"
         )
+    storm = figures["resolve_many"]
+    lines.append(
+        f"resolve_many of {storm['resolved']} incidents (one transaction, one event each): "
+        f"{storm['seconds']:.2f} s, {storm['incidents_per_s']:.0f} incidents/s"
+    )
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from marshmallow import Schema, fields, validate
 
 from . import fields as ours
 from .rpc import ACTIONS, Action
+from .schemas import OneOrMany
 
 OPENRPC_VERSION = "1.2.6"
 _TOKEN = {"type": "string", "description": "bearer token; or the Authorization header"}
@@ -113,7 +114,7 @@ def _base(field: fields.Field, loading: bool) -> dict[str, Any]:
         return {"type": "array", "items": nested} if field.many else nested
     if isinstance(field, fields.List):
         return {"type": "array", "items": field_schema(field.inner, loading)}
-    if hasattr(field, "one"):  # schemas.OneOrMany: a value or a list of them
+    if isinstance(field, OneOrMany):  # a value or a list of them
         one = field_schema(field.one, loading)
         return {"oneOf": [one, {"type": "array", "items": one, "minItems": 1, "maxItems": 10}]}
     if isinstance(field, ours.Timestamp):
