@@ -116,6 +116,7 @@ def report(figures: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run with the defaults (or `argv`, e.g. ["--rounds", "2"]); print and return the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--database-url",
@@ -126,11 +127,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--singles", type=int, default=500, help="single commands to send")
     parser.add_argument("--rounds", type=int, default=5, help="batches of 1,000 to send")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
-    options = parser.parse_args(argv)
+    options = parser.parse_args(argv or [])
     figures = run(options.database_url, options.singles, options.rounds, options.workers)
     print(report(figures))
     return figures
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
