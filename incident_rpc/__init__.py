@@ -15,13 +15,15 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         health,
         rpc,
     )
-    from .config import INSTANCE, Config, resolve_secret_key
+    from .config import INSTANCE, Config, resolve_secret_key, with_psycopg2
     from .extensions import db, migrate, sock
 
     app = Flask(__name__, instance_path=str(INSTANCE))
     app.config.from_object(Config)
     app.config.update(overrides or {})
     resolve_secret_key(app.config)
+    uri = with_psycopg2(app.config["SQLALCHEMY_DATABASE_URI"])
+    app.config["SQLALCHEMY_DATABASE_URI"] = uri
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", database.engine_options(app.config))
     logging.getLogger("incident_rpc").setLevel(app.config["LOG_LEVEL"])
 

@@ -65,3 +65,11 @@ def resolve_secret_key(config: dict) -> None:
             return
         time.sleep(0.02)
     raise ConfigError(f"{key_file} is empty; delete it or set SECRET_KEY")
+
+
+def with_psycopg2(url: str) -> str:
+    """`postgresql://` means psycopg (3) to SQLAlchemy 2.1; we ship psycopg2."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url.removeprefix(prefix)
+    return url

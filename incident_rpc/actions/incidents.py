@@ -50,9 +50,8 @@ def filtered(params: dict[str, Any]) -> Select[tuple[Incident]]:
 def create(ctx: Context, params: dict[str, Any]) -> Incident:
     """Open a new incident with status `new`."""
     now = utcnow()
-    incident = Incident(
-        status=Status.new, created_by=ctx.actor, created_at=now, updated_at=now, **params
-    )
+    params.setdefault("created_at", now)  # from `date`, when given
+    incident = Incident(status=Status.new, created_by=ctx.actor, updated_at=now, **params)
     db.session.add(incident)
     events.record("added", incident, ctx.actor)
     return incident

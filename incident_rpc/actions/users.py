@@ -16,6 +16,7 @@ from ..schemas import AuthorizationParams, token_out
 def authorization(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Exchange a username and password for a bearer token."""
     username, password = params.get("username"), params.get("password")
-    if not (isinstance(username, str) and isinstance(password, str) and username and password):
+    credentials = (username, password)
+    if not all(isinstance(text, str) and text and "\x00" not in text for text in credentials):
         raise BadCredentials()  # reached only by the legacy dialect's looser schema
     return issue_token(login(username, password))
