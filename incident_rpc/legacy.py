@@ -13,6 +13,7 @@ from flask import Response
 from marshmallow import EXCLUDE, Schema, fields
 from sqlalchemy import select
 
+from . import access
 from .extensions import db
 from .fields import Text, Timestamp, choice
 from .models import Incident, Source, Status
@@ -100,6 +101,7 @@ def stream_incidents(ctx: Context, params: dict[str, Any]) -> Response | Reply:
     query = select(
         Incident.id, Incident.description, Incident.status, Incident.source, Incident.created_at
     ).order_by(Incident.created_at, Incident.id)
+    query = access.readable(query, ctx.caller)
     if "status" in params:
         query = query.where(Incident.status == params["status"])
     connection = db.engine.connect()
