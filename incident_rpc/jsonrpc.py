@@ -14,7 +14,7 @@ from typing import Any
 
 from . import openrpc
 from .errors import envelope
-from .rpc import ACTIONS, Batch, execute
+from .rpc import ACTIONS, Batch, execute, lookup
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -86,7 +86,7 @@ def answer(item: Any, header_token: str | None, batch: Batch | None = None):
 
 def _call(method: str, params: Any, header_token: str | None, batch: Batch | None) -> dict:
     name = ALIASES.get(method, method)
-    if (method.startswith("rpc.") and method not in ALIASES) or name not in ACTIONS:
+    if (method.startswith("rpc.") and method not in ALIASES) or lookup(name) is None:
         return error(METHOD_NOT_FOUND)
     if isinstance(params, list):
         names = _positions(name)

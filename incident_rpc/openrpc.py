@@ -11,7 +11,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from . import fields as ours
-from .rpc import ACTIONS, Action
+from .rpc import ACTIONS, Action, lookup
 from .schemas import OneOrMany
 
 OPENRPC_VERSION = "1.2.6"
@@ -40,7 +40,7 @@ def document() -> dict[str, Any]:
     return {
         "openrpc": OPENRPC_VERSION,
         "info": {"title": "incident_rpc", "version": "1"},
-        "methods": [method(spec) for _, spec in sorted(ACTIONS.items())],
+        "methods": [method(spec) for name, spec in sorted(ACTIONS.items()) if lookup(name)],
         "components": {"errors": {str(e["code"]): e for e in ERRORS}},
     }
 

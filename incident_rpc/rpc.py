@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
 from sqlalchemy.exc import DBAPIError
 
@@ -68,6 +68,7 @@ class Action:
     legacy_output: Schema | None
     legacy_handler: Handler | None
     changes: bool = False  # True: the action changes data, and so takes a request_id
+    enabled_by: str | None = None  # a setting that switches the action on; off: unknown
 
 
 ACTIONS: dict[str, Action] = {}
@@ -94,6 +95,7 @@ def action(
     legacy_output: Schema | None = None,
     legacy_handler: Handler | None = None,
     changes: bool = False,
+    enabled_by: str | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under `name`; see the module docstring."""
 
@@ -102,11 +104,19 @@ def action(
             raise ValueError(f"action {name!r} is declared twice")
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
-            legacy_params, legacy_output, legacy_handler, changes,
+            legacy_params, legacy_output, legacy_handler, changes, enabled_by,
         )  # fmt: skip
         return handler
 
     return register
+
+
+def lookup(name: str) -> Action | None:
+    """The action registered under `name`, unless a setting switches it off."""
+    spec = ACTIONS.get(name)
+    if spec is None or (spec.enabled_by and not current_app.config[spec.enabled_by]):
+        return None
+    return spec
 
 
 def _first_message(messages: Any) -> str:
@@ -161,7 +171,7 @@ def _run(
     name = legacy_action or command.get("action")
     if not isinstance(name, str) or not name:
         raise BadRequest("action is required")
-    spec = ACTIONS.get(name)
+    spec = lookup(name)
     if spec is None:
         raise NotFound(f"unknown action {name[:64]!r}")
     caller = None

@@ -16,7 +16,7 @@ from ..extensions import db
 from ..models import Incident, Status, utcnow
 from ..rpc import Context, action
 from ..schemas import ResolveManyParams, UpdateManyParams, bulk_out
-from .incidents import EDITABLE
+from .incidents import EDITABLE, check_assignee
 
 Skipped = list[dict[str, Any]]
 
@@ -83,6 +83,8 @@ def resolve_many(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 @action("update_many", params=UpdateManyParams(), role="agent", output=bulk_out, changes=True)
 def update_many(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Set the given fields on every listed or matching incident."""
+    if "assignee" in params:
+        check_assignee(params["assignee"])
     found, skipped = targets(params)
     changed, now = [], utcnow()
     for incident in found:

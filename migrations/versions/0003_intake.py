@@ -1,7 +1,7 @@
 """monitoring intake: dedup keys on incidents, remembered answers for request ids
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-11-23
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"  # written after 0001; chained after main's 0002 when merging it
 branch_labels = None
 depends_on = None
 
