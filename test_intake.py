@@ -803,6 +803,22 @@ def test_alertmanager_recorded_payloads(server: Server, agent: str) -> None:
     assert again["result"]["status"] == 201 and again["result"]["data"]["id"] != incident["id"]
 
 
+def test_alertmanager_with_an_api_key(server: Server, token: str) -> None:
+    """Monitoring sends an API key (of an agent) exactly like a token."""
+    name = unique("alertmanager")[:40]
+    key = server.rpc("key_create", token, expect=201, name=name, role="agent")["data"]["key"]
+    fingerprint = uuid.uuid4().hex[:16]
+    answer = notify(server, recorded("firing", fingerprint), key)
+    assert answer.status_code == 200, answer.text
+    incident = answer.json()["data"]["alerts"][0]["result"]["data"]
+    assert incident["dedup_key"] == f"alertmanager:{fingerprint}"
+    assert name in incident["created_by"]
+    resolved = notify(server, recorded("resolved", fingerprint), key).json()["data"]["alerts"]
+    assert resolved[0]["result"]["data"]["ids"] == [incident["id"]]
+    reporter_key = server.rpc("key_create", token, expect=201, name=name + "-r")["data"]["key"]
+    assert notify(server, recorded("firing", fingerprint), reporter_key).status_code == 403
+
+
 def test_alertmanager_severity_only_when_ours(server: Server, agent: str) -> None:
     payload = recorded("firing", uuid.uuid4().hex[:16])
     payload["alerts"][0]["labels"]["severity"] = "warning"
