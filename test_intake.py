@@ -202,6 +202,24 @@ def test_a_lost_connection_in_a_batch_runs_it_again_one_by_one(tight: Server) ->
         assert create(tight, token, expect=200, dedup_key=key)["occurrences"] == 2
 
 
+def test_handlers_that_commit_or_roll_back_do_not_end_the_batch(server, token) -> None:
+    """A failed sign-in rolls back and commits its count on its own; a fresh API key
+    records its use with a commit. Inside a batch both act on their savepoint only."""
+    name = unique("batch-key")[:40]
+    key = server.rpc("key_create", token, expect=201, name=name, role="agent")["data"]["key"]
+    first, last = unique("first"), unique("last")
+    batch = [
+        {"action": "create", "token": token, "description": "x", "dedup_key": first},
+        {"action": "authorization", "username": unique("nobody"), "password": "wrong"},
+        {"action": "create", "token": key, "description": "x", "dedup_key": last},
+    ]
+    answers = post_json(server, batch).json()
+    assert [a["status"] for a in answers] == [201, 401, 201]
+    for key_of, answer in ((first, answers[0]), (last, answers[2])):  # both kept, once
+        repeat = create(server, token, expect=200, dedup_key=key_of)
+        assert repeat["id"] == answer["data"]["id"] and repeat["occurrences"] == 2
+
+
 def test_max_batch_is_a_setting(tight: Server) -> None:
     token = tight.login()
     command = {"action": "create", "token": token, "description": "x"}

@@ -6,11 +6,12 @@
   the answers come back in order with HTTP 200. JSON-RPC notifications add
   nothing to the array; a batch with nothing to answer is a 204. An empty batch
   is a 400; more than MAX_BATCH elements a 413.
-- Each element runs in its own savepoint of one transaction that commits once, at
-  the end: an element that fails is rolled back alone, and a batch of 1,000 pays
-  for one durable commit instead of 1,000. When the shared transaction meets a
-  server-side failure (the database lost, a deadlock) or cannot commit, nothing
-  of it is kept and the batch runs again with one transaction per element, so
+- The batch runs in one database transaction, committed once at the end, and the
+  session joins it so that each command's own commit or rollback (the
+  dispatcher's, or a handler's) only releases or rolls back a savepoint: an
+  element that fails is undone alone, and a batch of 1,000 pays for one durable
+  commit instead of 1,000. If that commit fails (the database went away), nothing
+  of the batch is kept and it runs again with one transaction per element, so
   the answers always describe what is stored.
 - Nothing inside an unparseable body, `[]` or `[1]` says which dialect its sender
   speaks: `Content-Type: application/json-rpc` says JSON-RPC for the whole body,
@@ -21,9 +22,13 @@ refusals that come before any element is read (body or batch too large) are 413.
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from . import jsonrpc
 from .errors import BadRequest, InvalidJSON, PayloadTooLarge, envelope
@@ -68,30 +73,53 @@ def _batch(items: list[Any], token: str | None, jsonrpc_only: bool) -> Response:
             raise PayloadTooLarge(message)
         refusal = envelope(False, PayloadTooLarge.status, error=message)
         return _json(jsonrpc.error(jsonrpc.INVALID_REQUEST, data=refusal), PayloadTooLarge.status)
-    together = Batch(savepoints=True)
-    answers = _run_all(items, token, jsonrpc_only, together)
-    if answers is None:
-        answers = _run_all(items, token, jsonrpc_only, Batch(callers=together.callers))
+    batch = Batch()
+    try:
+        with _one_transaction() as connection:
+            answers = _run_all(items, token, jsonrpc_only, batch, connection)
+    except Exception:  # the batch's commit failed, so nothing of it was kept
+        answers = _run_all(items, token, jsonrpc_only, Batch(callers=batch.callers))
     return _json(answers) if answers else Response(status=204)
 
 
-def _run_all(items: list[Any], token: str | None, jsonrpc_only: bool, batch: Batch):
-    """The answers, in order; None when the shared transaction had to be given up."""
+@contextmanager
+def _one_transaction() -> Iterator[Connection]:
+    """Give `db.session` to one transaction that only this function commits.
+
+    The session joins it in "create_savepoint" mode (SQLAlchemy's recipe for
+    joining an external transaction), so `db.session.commit()` and `rollback()`
+    act on a savepoint, whoever calls them. A plain Session: Flask-SQLAlchemy's
+    own would pick the engine over the connection it is given.
+    """
+    connection = db.engine.connect()
+    try:
+        outer = connection.begin()
+        db.session.remove()
+        db.session.registry.set(Session(bind=connection, join_transaction_mode="create_savepoint"))
+        yield connection
+        db.session.remove()
+        outer.commit()
+    finally:
+        db.session.remove()
+        connection.close()  # rolls back whatever was not committed
+
+
+def _run_all(
+    items: list[Any],
+    token: str | None,
+    jsonrpc_only: bool,
+    batch: Batch,
+    shared: Connection | None = None,
+) -> list[Any]:
+    """Every element's answer, in order; gives up when the shared connection is lost."""
     answers = []
     for item in items:
+        if shared is not None and shared.invalidated:
+            raise ConnectionError("the batch's database connection was lost")
         if jsonrpc_only or jsonrpc.speaks_jsonrpc(item):
             response = jsonrpc.answer(item, token, batch)
             if response is not None:
                 answers.append(response)
         else:
             answers.append(execute(item, None, token, batch))
-        if batch.savepoints and batch.broken:
-            db.session.rollback()
-            return None
-    if batch.savepoints:
-        try:
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-            return None
     return answers

@@ -9,13 +9,13 @@ envelope. The /rpc route itself, with its batches and JSON-RPC, is endpoint.py.
 """
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
-from sqlalchemy.exc import DBAPIError
 
 from . import replay
 from .auth import Caller, authenticate
@@ -29,6 +29,8 @@ from .errors import (
     to_envelope,
 )
 from .extensions import db
+
+log = logging.getLogger("incident_rpc")
 
 bp = Blueprint("rpc", __name__)
 
@@ -76,12 +78,9 @@ ACTIONS: dict[str, Action] = {}
 
 @dataclass
 class Batch:
-    """What the commands of one batch share: the tokens already checked, and whether
-    each command runs in a savepoint of the batch's transaction (see endpoint.py)."""
+    """What the commands of one batch share: the tokens already checked."""
 
     callers: dict[str, Caller] = field(default_factory=dict)
-    savepoints: bool = False
-    broken: bool = False  # the shared transaction was lost: the batch must run again
 
 
 def action(
@@ -135,35 +134,11 @@ def _caller(token: Any, batch: Batch | None) -> Caller:
     return batch.callers[token]
 
 
-class Transaction:
-    """The scope a command commits or rolls back: the session's, or a savepoint's."""
-
-    def __init__(self, savepoint: bool) -> None:
-        self.savepoint = savepoint
-        self.scope = db.session.begin_nested() if savepoint else db.session
-
-    def commit(self) -> None:
-        self.scope.commit()
-
-    def rollback(self, cause: BaseException | None = None) -> bool:
-        """Undo this scope; False when a savepoint could not be, and so all was undone."""
-        lost = isinstance(cause, DBAPIError) and cause.connection_invalidated
-        try:
-            if not lost:
-                self.scope.rollback()
-                return True
-        except Exception:  # the connection died under the savepoint
-            pass
-        db.session.rollback()
-        return not self.savepoint
-
-
 def _run(
     command: Any,
     legacy_action: str | None,
     header_token: str | None,
     batch: Batch | None,
-    transaction: Transaction,
 ) -> Any:
     legacy = legacy_action is not None
     if not isinstance(command, dict):
@@ -190,7 +165,7 @@ def _run(
         raise InvalidParams(error.messages, legacy_message=sentence) from error
     claim = replay.claim(caller, request_id, name, params) if request_id is not None else None
     if claim and claim.earlier:
-        transaction.rollback()
+        db.session.rollback()
         return claim.earlier
     handler = (legacy and spec.legacy_handler) or spec.handler
     result = handler(Context(caller, legacy), values)
@@ -204,7 +179,7 @@ def _run(
     answer = envelope(True, status, output.dump(result) if output else result)
     if claim:
         claim.remember(answer)
-    transaction.commit()
+    db.session.commit()  # in a batch: the command's savepoint (endpoint.py)
     return answer
 
 
@@ -215,16 +190,13 @@ def execute(
     batch: Batch | None = None,
 ):
     """Run one command; answer its envelope (or a streamed Response). Never raises."""
-    transaction = None
     try:
-        transaction = Transaction(savepoint=batch is not None and batch.savepoints)
-        return _run(command, legacy_action, header_token, batch, transaction)
+        return _run(command, legacy_action, header_token, batch)
     except Exception as exc:
-        others_kept = transaction is not None and transaction.rollback(exc)
-        if transaction is None:
+        try:
             db.session.rollback()
-        if batch is not None and batch.savepoints and not others_kept:
-            batch.broken = True
+        except Exception:  # a batch's connection is gone: its commit fails, and it runs again
+            log.warning("rollback failed: %s", type(exc).__name__)
         return to_envelope(exc, legacy=legacy_action is not None)
 
 
