@@ -130,7 +130,7 @@ class Server:
             try:
                 if requests.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return self
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or too busy to answer
                 pass
             time.sleep(0.1)
         self.stop()

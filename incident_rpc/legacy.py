@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, stream_with_context
+from flask import Response
 from marshmallow import EXCLUDE, Schema, fields
 from sqlalchemy import select
 
@@ -92,26 +92,36 @@ incident_out = IncidentOut()
 
 
 def stream_incidents(ctx: Context, params: dict[str, Any]) -> Response | Reply:
-    """Every match, oldest first, streamed in chunks so memory stays flat at any size."""
+    """Every match, oldest first, streamed in chunks so memory stays flat at any size.
+
+    The rows come through a connection of the stream's own: the request's session
+    is closed (its transaction rolled back) as soon as the view returns, before the
+    server sends the body, and that would end a server-side cursor opened in it.
+    """
     query = select(
         Incident.id, Incident.description, Incident.status, Incident.source, Incident.created_at
     ).order_by(Incident.created_at, Incident.id)
     if "status" in params:
         query = query.where(Incident.status == params["status"])
-    result = db.session.execute(query.execution_options(yield_per=2000))
-    chunks = result.partitions()
-    first = next(chunks, None)
+    db.session.commit()  # done with the session; on SQLite it holds the write lock
+    connection = db.engine.connect()
+    try:
+        result = connection.execution_options(yield_per=2000).execute(query)
+        chunks = result.partitions()
+        first = next(chunks, None)
+    except BaseException:
+        connection.close()
+        raise
     if first is None:  # the older service's quirk: an empty list is a successful 404
-        result.close()
+        connection.close()
         return Reply({"incidents": []}, 404)
-    return Response(
-        stream_with_context(_envelope_around(first, chunks, result)),
-        status=200,
-        mimetype="application/json",
-    )
+    return Response(_envelope_around(first, chunks, connection), 200, mimetype="application/json")
 
 
-def _envelope_around(first: list[Any], chunks: Iterator[list[Any]], result: Any) -> Iterator[str]:
+def _envelope_around(
+    first: list[Any], chunks: Iterator[list[Any]], connection: Any
+) -> Iterator[str]:
+    """The envelope's JSON, chunk by chunk; the connection goes back to the pool at the end."""
     try:
         yield '{"success": true, "error": "", "status": 200, "data": {"incidents": ['
         yield _items(first)
@@ -119,8 +129,7 @@ def _envelope_around(first: list[Any], chunks: Iterator[list[Any]], result: Any)
             yield "," + _items(chunk)
         yield "]}}"
     finally:
-        result.close()
-        db.session.rollback()  # end the read transaction before the connection is reused
+        connection.close()  # also when the client goes away mid-stream
 
 
 def _items(rows: list[Any]) -> str:
