@@ -38,6 +38,12 @@ class Config:
     ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    # Teams and access (docs/teams.md).
+    REGISTRATION_ENABLED = _bool("REGISTRATION_ENABLED", False)  # `register` makes reporters
+    LOGIN_THROTTLE_WINDOW = _int("LOGIN_THROTTLE_WINDOW", 300)  # seconds a count lives
+    LOGIN_MAX_FAILURES = _int("LOGIN_MAX_FAILURES", 5)  # per username at one address; 0: off
+    LOGIN_MAX_FAILURES_PER_ADDRESS = _int("LOGIN_MAX_FAILURES_PER_ADDRESS", 30)  # 0: off
+    PROXY_FIX_X_FOR = _int("PROXY_FIX_X_FOR", 0)  # trusted proxies in front (X-Forwarded-For)
 
 
 class ConfigError(RuntimeError):
@@ -65,3 +71,11 @@ def resolve_secret_key(config: dict) -> None:
             return
         time.sleep(0.02)
     raise ConfigError(f"{key_file} is empty; delete it or set SECRET_KEY")
+
+
+def with_psycopg2(url: str) -> str:
+    """`postgresql://` means psycopg (3) to SQLAlchemy 2.1; we ship psycopg2."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url.removeprefix(prefix)
+    return url

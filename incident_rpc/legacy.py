@@ -13,6 +13,7 @@ from flask import Response
 from marshmallow import EXCLUDE, Schema, fields
 from sqlalchemy import select
 
+from . import access
 from .extensions import db
 from .fields import Text, Timestamp, choice
 from .models import Incident, Source, Status
@@ -95,20 +96,19 @@ incident_out = IncidentOut()
 def stream_incidents(ctx: Context, params: dict[str, Any]) -> Response | Reply:
     """Every match, oldest first, streamed in chunks so memory stays flat at any size.
 
-    The rows come through a connection of the stream's own: the request's session
-    is closed (its transaction rolled back) as soon as the view returns, before the
-    server sends the body, and that would end a server-side cursor opened in it.
+    The stream outlives the request's session (Flask tears that down when the view
+    returns), so it reads on a connection of its own, closed with the response.
     """
     query = select(
         Incident.id, Incident.description, Incident.status, Incident.source, Incident.created_at
     ).order_by(Incident.created_at, Incident.id)
+    query = access.readable(query, ctx.caller)
     if "status" in params:
         query = query.where(Incident.status == params["status"])
-    db.session.commit()  # done with the session; on SQLite it holds the write lock
     connection = db.engine.connect()
     try:
-        result = connection.execution_options(yield_per=2000).execute(query)
-        chunks = result.partitions()
+        streaming = connection.execution_options(yield_per=2000, read_only=True)
+        chunks = streaming.execute(query).partitions()
         first = next(chunks, None)
     except BaseException:
         connection.close()
@@ -116,21 +116,17 @@ def stream_incidents(ctx: Context, params: dict[str, Any]) -> Response | Reply:
     if first is None:  # the older service's quirk: an empty list is a successful 404
         connection.close()
         return Reply({"incidents": []}, 404)
-    return Response(_envelope_around(first, chunks, connection), 200, mimetype="application/json")
+    response = Response(_envelope_around(first, chunks), status=200, mimetype="application/json")
+    response.call_on_close(connection.close)
+    return response
 
 
-def _envelope_around(
-    first: list[Any], chunks: Iterator[list[Any]], connection: Any
-) -> Iterator[str]:
-    """The envelope's JSON, chunk by chunk; the connection goes back to the pool at the end."""
-    try:
-        yield '{"success": true, "error": "", "status": 200, "data": {"incidents": ['
-        yield _items(first)
-        for chunk in chunks:
-            yield "," + _items(chunk)
-        yield "]}}"
-    finally:
-        connection.close()  # also when the client goes away mid-stream
+def _envelope_around(first: list[Any], chunks: Iterator[list[Any]]) -> Iterator[str]:
+    yield '{"success": true, "error": "", "status": 200, "data": {"incidents": ['
+    yield _items(first)
+    for chunk in chunks:
+        yield "," + _items(chunk)
+    yield "]}}"
 
 
 def _items(rows: list[Any]) -> str:

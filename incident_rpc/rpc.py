@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
 
 from .auth import Caller, authenticate
@@ -64,6 +64,7 @@ class Action:
     legacy_params: Schema | None
     legacy_output: Schema | None
     legacy_handler: Handler | None
+    enabled_by: str | None = None  # a setting that switches the action on; off: unknown
 
 
 ACTIONS: dict[str, Action] = {}
@@ -79,6 +80,7 @@ def action(
     legacy_params: Schema | None = None,
     legacy_output: Schema | None = None,
     legacy_handler: Handler | None = None,
+    enabled_by: str | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under `name`; see the module docstring."""
 
@@ -87,7 +89,7 @@ def action(
             raise ValueError(f"action {name!r} is declared twice")
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
-            legacy_params, legacy_output, legacy_handler,
+            legacy_params, legacy_output, legacy_handler, enabled_by,
         )  # fmt: skip
         return handler
 
@@ -109,7 +111,7 @@ def _run(command: Any, legacy_action: str | None, header_token: str | None) -> A
     if not isinstance(name, str) or not name:
         raise BadRequest("action is required")
     spec = ACTIONS.get(name)
-    if spec is None:
+    if spec is None or (spec.enabled_by and not current_app.config[spec.enabled_by]):
         raise NotFound(f"unknown action {name[:64]!r}")
     caller = None
     if spec.role is not None:

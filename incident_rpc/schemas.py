@@ -52,6 +52,8 @@ class ListParams(Params):
     status = choice(Status)
     source = choice(Source)
     severity = choice(Severity)
+    assignee = Text(allow_none=True, max_length=64)  # null: the unassigned ones
+    created_by = Text(max_length=64)
     limit = fields.Integer(strict=True, load_default=100, validate=validate.Range(1, 1000))
     cursor = Cursor()
 
@@ -63,6 +65,7 @@ class IdParams(Params):
 class UpdateParams(IncidentFields):
     id = identifier(required=True)
     status = choice(Status)
+    assignee = Text(allow_none=True, max_length=64)
     version = fields.Integer(strict=True, validate=validate.Range(1, 2**31 - 1))
 
     @validates_schema
@@ -123,6 +126,7 @@ class IncidentOut(FlatOut):
     resolved_at = Timestamp()
     resolved_by = fields.String()
     resolution = fields.String()
+    assignee = fields.String()
     version = fields.Integer()
 
 
