@@ -18,6 +18,7 @@ from .extensions import db
 from .fields import Text, Timestamp, choice
 from .models import Incident, Source, Status
 from .rpc import Context, Reply
+from .schemas import FlatOut
 
 STATUS_WORDS = ", ".join(s.value for s in Status)
 SOURCE_WORDS = ", ".join(s.value for s in Source)
@@ -81,7 +82,7 @@ class UpdateParams(LegacyParams):
     )  # fmt: skip
 
 
-class IncidentOut(Schema):
+class IncidentOut(FlatOut):
     id = fields.Integer()
     incident = fields.String(attribute="description")
     status = fields.String()
