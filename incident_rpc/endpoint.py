@@ -36,6 +36,7 @@ from .extensions import db
 from .rpc import POST_ONLY, Batch, bearer_token, execute, parse_json, respond
 
 bp = Blueprint("endpoint", __name__)
+_OPTIONS = {"expire_on_commit": False}  # as db.session's own (extensions.py)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -95,7 +96,8 @@ def _one_transaction() -> Iterator[Connection]:
     try:
         outer = connection.begin()
         db.session.remove()
-        db.session.registry.set(Session(bind=connection, join_transaction_mode="create_savepoint"))
+        joined = Session(connection, join_transaction_mode="create_savepoint", **_OPTIONS)
+        db.session.registry.set(joined)
         yield connection
         db.session.remove()
         outer.commit()

@@ -140,8 +140,10 @@ class Incident(db.Model):
     # same version cannot both win (StaleDataError becomes a 409).
     version: Mapped[int] = mapped_column(Integer, default=1)
     dedup_key: Mapped[str | None] = mapped_column(String(255))
-    occurrences: Mapped[int] = mapped_column(Integer, default=1)
-    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    occurrences: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    last_seen_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
 
     __mapper_args__ = {"version_id_col": version}
 

@@ -175,7 +175,7 @@ def _run(
     if isinstance(result, Reply):
         result, status = result.data, result.status
     output = (legacy and spec.legacy_output) or spec.output
-    # Dumped before the commit, which would expire every loaded row and cost a re-read.
+    # Dumped before the commit: a request_id's answer is stored in the same transaction.
     answer = envelope(True, status, output.dump(result) if output else result)
     if claim:
         claim.remember(answer)

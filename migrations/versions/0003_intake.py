@@ -19,6 +19,7 @@ JsonDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 Time = sa.DateTime(timezone=True)
 # Must stay equal to models.OPEN_DEDUP_KEY (a migration never imports the app's models).
 OPEN_DEDUP_KEY = "dedup_key IS NOT NULL AND status NOT IN ('completed', 'fake')"
+NOW = sa.text("CURRENT_TIMESTAMP")
 
 
 def upgrade() -> None:
@@ -27,9 +28,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("occurrences", sa.Integer(), nullable=False, server_default="1"))
         batch.add_column(sa.Column("last_seen_at", Time))
     op.execute("UPDATE incidents SET last_seen_at = created_at")
+    # Defaults in the database too, so that rows written by other tools (or tests)
+    # without these columns stay valid; the app always sets both.
     with op.batch_alter_table("incidents") as batch:
-        batch.alter_column("occurrences", server_default=None)
-        batch.alter_column("last_seen_at", existing_type=Time, nullable=False)
+        batch.alter_column("last_seen_at", existing_type=Time, nullable=False, server_default=NOW)
     op.create_index(
         "uq_incidents_open_dedup_key", "incidents", ["dedup_key"], unique=True,
         postgresql_where=sa.text(OPEN_DEDUP_KEY), sqlite_where=sa.text(OPEN_DEDUP_KEY),
