@@ -220,6 +220,42 @@ def test_handlers_that_commit_or_roll_back_do_not_end_the_batch(server, token) -
         assert repeat["id"] == answer["data"]["id"] and repeat["occurrences"] == 2
 
 
+def test_a_burst_of_creates_runs_together_and_answers_each(server: Server, token: str) -> None:
+    """Consecutive creates share one INSERT (rpc.execute_many) yet answer as if alone."""
+    batch = [{"action": "create", "description": f"burst {n}"} for n in range(6)]
+    batch[3] = {"action": "create", "description": "   "}  # blank: answered on its own
+    batch.insert(
+        4, {"jsonrpc": "2.0", "method": "create", "params": {"description": "rpc"}, "id": 1}
+    )
+    answers = post_json(server, batch, token).json()
+    assert [a.get("status") for a in answers] == [201, 201, 201, 400, None, 201, 201]
+    created = [a["data"] for a in answers if a.get("status") == 201] + [answers[4]["result"]]
+    assert [c["description"] for c in created] == [
+        "burst 0", "burst 1", "burst 2", "burst 4", "burst 5", "rpc",
+    ]  # fmt: skip
+    ids = [c["id"] for c in created[:5]]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    for incident in created:
+        assert server.rpc("get", token, id=incident["id"])["data"] == incident
+        assert event_types(server, incident["id"]) == ["added"]
+
+
+def test_a_failure_inside_a_burst_runs_each_on_its_own(server, token, reporter) -> None:
+    """One create of a burst fails in the database: the others are still created, once."""
+    theirs = create(server, token, dedup_key=unique("theirs"))
+    batch = [
+        {"action": "create", "description": "before"},
+        {"action": "create", "description": "x", "dedup_key": theirs["dedup_key"]},  # 409
+        {"action": "create", "description": "after"},
+    ]
+    answers = post_json(server, batch, reporter).json()
+    assert [a["status"] for a in answers] == [201, 409, 201]
+    for answer in (answers[0], answers[2]):
+        got = server.rpc("get", token, id=answer["data"]["id"])["data"]
+        assert got == answer["data"] and event_types(server, got["id"]) == ["added"]
+    assert server.rpc("get", token, id=theirs["id"])["data"]["occurrences"] == 1
+
+
 def test_max_batch_is_a_setting(tight: Server) -> None:
     token = tight.login()
     command = {"action": "create", "token": token, "description": "x"}

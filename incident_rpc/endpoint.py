@@ -30,7 +30,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from . import jsonrpc
+from . import jsonrpc, rpc
 from .errors import BadRequest, InvalidJSON, PayloadTooLarge, envelope
 from .extensions import db
 from .rpc import POST_ONLY, Batch, bearer_token, execute, parse_json, respond
@@ -113,15 +113,36 @@ def _run_all(
     batch: Batch,
     shared: Connection | None = None,
 ) -> list[Any]:
-    """Every element's answer, in order; gives up when the shared connection is lost."""
-    answers = []
-    for item in items:
+    """Every element's answer, in order (none for JSON-RPC notifications).
+
+    In the shared transaction, consecutive commands of an action with a `many`
+    handler (e.g. a burst of creates) run together (`rpc.execute_many`); gives up
+    when the shared connection is lost.
+    """
+    requests = [
+        jsonrpc.read(i) if jsonrpc_only or jsonrpc.speaks_jsonrpc(i) else None for i in items
+    ]
+    commands = [
+        item if request is None else request.command
+        for request, item in zip(requests, items, strict=True)
+    ]
+    outcomes: list[Any] = []
+    while len(outcomes) < len(commands):
         if shared is not None and shared.invalidated:
             raise ConnectionError("the batch's database connection was lost")
-        if jsonrpc_only or jsonrpc.speaks_jsonrpc(item):
-            response = jsonrpc.answer(item, token, batch)
-            if response is not None:
-                answers.append(response)
+        start = len(outcomes)
+        action = rpc.runs_together(commands[start]) if shared is not None else None
+        end = start + 1
+        while action and end < len(commands) and rpc.runs_together(commands[end]) == action:
+            end += 1
+        if action:
+            outcomes.extend(rpc.execute_many(commands[start:end], token, batch))
+        elif requests[start] is not None and commands[start] is None:
+            outcomes.append(None)  # answered by the request's own error
         else:
-            answers.append(execute(item, None, token, batch))
-    return answers
+            outcomes.append(execute(commands[start], None, token, batch))
+    answers = [
+        outcome if request is None else jsonrpc.respond(request, outcome)
+        for request, outcome in zip(requests, outcomes, strict=True)
+    ]
+    return [answer for answer in answers if answer is not None]

@@ -9,6 +9,7 @@ follow the specification's own examples, without `data`. Parameters may also
 be given by position, in the order that `rpc.discover` lists them.
 """
 
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -72,36 +73,65 @@ def _well_formed(item: Any) -> bool:
     )
 
 
-def answer(item: Any, header_token: str | None, batch: Batch | None = None):
-    """Run one request; its response object, or None for a notification."""
+@dataclass(frozen=True)
+class Request:
+    """A request read: the command it asks for, or the error that answers it at once."""
+
+    command: dict[str, Any] | None
+    early: dict[str, Any] | None  # the response when there is no command to run
+    id: Any
+    notification: bool
+
+
+def read(item: Any) -> Request:
+    """Translate a request into our command (or into the error it deserves)."""
     if not _well_formed(item):
         known_id = item.get("id") if isinstance(item, dict) and _valid_id(item.get("id")) else None
-        return error(INVALID_REQUEST, known_id)
-    response = _call(item["method"], item.get("params", {}), header_token, batch)
-    if "id" not in item:  # a notification: it ran, and nobody hears about it
+        return Request(None, error(INVALID_REQUEST), known_id, notification=False)
+    request_id, notification = item.get("id"), "id" not in item
+    command, early = _command(item["method"], item.get("params", {}))
+    return Request(command, early, request_id, notification)
+
+
+def respond(request: Request, outcome: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The response to a request given its command's envelope; None for a notification."""
+    if request.notification:  # it ran (or could not), and nobody hears about it
         return None
-    response["id"] = item["id"]
+    if outcome is None:
+        response = dict(request.early or {})
+    elif outcome["success"]:
+        response = {"jsonrpc": "2.0", "result": outcome["data"]}
+    else:
+        code = CODES.get(outcome["status"], SERVER_ERROR)
+        response = error(code, data=outcome, message=MESSAGES.get(code) or outcome["error"])
+    response["id"] = request.id
     return response
 
 
-def _call(method: str, params: Any, header_token: str | None, batch: Batch | None) -> dict:
+def answer(item: Any, header_token: str | None, batch: Batch | None = None):
+    """Run one request; its response object, or None for a notification."""
+    request = read(item)
+    outcome = None
+    if request.command is not None:
+        outcome = execute(request.command, None, header_token, batch)
+    return respond(request, outcome)
+
+
+def _command(method: str, params: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     name = ALIASES.get(method, method)
     if (method.startswith("rpc.") and method not in ALIASES) or lookup(name) is None:
-        return error(METHOD_NOT_FOUND)
+        return None, error(METHOD_NOT_FOUND)
     if isinstance(params, list):
         names = _positions(name)
         if len(params) > len(names):
             reason = f"{name} takes at most {len(names)} parameters by position"
-            return error(INVALID_PARAMS, data=envelope(False, 400, error=reason))
+            return None, error(INVALID_PARAMS, data=envelope(False, 400, error=reason))
         params = dict(zip(names, params, strict=False))
     if "action" in params:
         data = {"errors": {"action": ["Unknown field."]}}
-        return error(INVALID_PARAMS, data=envelope(False, 400, data, "invalid parameters: action"))
-    outcome = execute({**params, "action": name}, None, header_token, batch)
-    if outcome["success"]:
-        return {"jsonrpc": "2.0", "result": outcome["data"]}
-    code = CODES.get(outcome["status"], SERVER_ERROR)
-    return error(code, data=outcome, message=MESSAGES.get(code) or outcome["error"])
+        refusal = envelope(False, 400, data, "invalid parameters: action")
+        return None, error(INVALID_PARAMS, data=refusal)
+    return {**params, "action": name}, None
 
 
 @cache

@@ -56,6 +56,8 @@ class Reply:
 
 
 Handler = Callable[[Context, dict[str, Any]], Any]
+# Runs several commands of one action at once (in a batch): one result per command.
+ManyHandler = Callable[[list[tuple[Context, dict[str, Any]]]], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Action:
     legacy_handler: Handler | None
     changes: bool = False  # True: the action changes data, and so takes a request_id
     enabled_by: str | None = None  # a setting that switches the action on; off: unknown
+    many: ManyHandler | None = None  # consecutive commands of a batch in one call
 
 
 ACTIONS: dict[str, Action] = {}
@@ -95,6 +98,7 @@ def action(
     legacy_handler: Handler | None = None,
     changes: bool = False,
     enabled_by: str | None = None,
+    many: ManyHandler | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under `name`; see the module docstring."""
 
@@ -103,7 +107,7 @@ def action(
             raise ValueError(f"action {name!r} is declared twice")
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
-            legacy_params, legacy_output, legacy_handler, changes, enabled_by,
+            legacy_params, legacy_output, legacy_handler, changes, enabled_by, many,
         )  # fmt: skip
         return handler
 
@@ -134,12 +138,20 @@ def _caller(token: Any, batch: Batch | None) -> Caller:
     return batch.callers[token]
 
 
-def _run(
-    command: Any,
-    legacy_action: str | None,
-    header_token: str | None,
-    batch: Batch | None,
-) -> Any:
+@dataclass(frozen=True)
+class Call:
+    """A command past lookup, authentication and validation: ready for its handler."""
+
+    spec: Action
+    ctx: Context
+    params: dict[str, Any]  # as sent, less action, token and request_id
+    values: dict[str, Any]  # as validated
+    request_id: str | None
+
+
+def _prepare(
+    command: Any, legacy_action: str | None, header_token: str | None, batch: Batch | None
+) -> Call:
     legacy = legacy_action is not None
     if not isinstance(command, dict):
         raise InvalidJSON() if legacy else BadRequest("the command must be a JSON object")
@@ -163,24 +175,52 @@ def _run(
     except ValidationError as error:
         sentence = _first_message(error.messages) if use_legacy_params else None
         raise InvalidParams(error.messages, legacy_message=sentence) from error
-    claim = replay.claim(caller, request_id, name, params) if request_id is not None else None
-    if claim and claim.earlier:
-        db.session.rollback()
-        return claim.earlier
-    handler = (legacy and spec.legacy_handler) or spec.handler
-    result = handler(Context(caller, legacy), values)
+    return Call(spec, Context(caller, legacy), params, values, request_id)
+
+
+def _answer(call: Call, result: Any) -> Any:
+    """The success envelope of a handler's result, dumped before the commit (a
+    request_id's answer is stored in the same transaction)."""
     if isinstance(result, Response):  # a streamed answer; it ends its own transaction
         return result
-    status = spec.status
+    status = call.spec.status
     if isinstance(result, Reply):
         result, status = result.data, result.status
-    output = (legacy and spec.legacy_output) or spec.output
-    # Dumped before the commit: a request_id's answer is stored in the same transaction.
-    answer = envelope(True, status, output.dump(result) if output else result)
+    legacy = call.ctx.legacy
+    output = (legacy and call.spec.legacy_output) or call.spec.output
+    return envelope(True, status, output.dump(result) if output else result)
+
+
+def _run(
+    command: Any, legacy_action: str | None, header_token: str | None, batch: Batch | None
+) -> Any:
+    call = _prepare(command, legacy_action, header_token, batch)
+    claim = None
+    if call.request_id is not None:
+        claim = replay.claim(call.ctx.caller, call.request_id, call.spec.name, call.params)
+        if claim.earlier:
+            db.session.rollback()
+            return claim.earlier
+    handler = (call.ctx.legacy and call.spec.legacy_handler) or call.spec.handler
+    answer = _answer(call, handler(call.ctx, call.values))
+    if isinstance(answer, Response):
+        return answer
     if claim:
         claim.remember(answer)
     db.session.commit()  # in a batch: the command's savepoint (endpoint.py)
     return answer
+
+
+def _guarded(step: Callable[[], Any], legacy: bool = False) -> Any:
+    """The one place where an exception becomes an envelope: `step()`, or its failure."""
+    try:
+        return step()
+    except Exception as exc:
+        try:
+            db.session.rollback()
+        except Exception:  # a batch's connection is gone: its commit fails, and it runs again
+            log.warning("rollback failed: %s", type(exc).__name__)
+        return to_envelope(exc, legacy=legacy)
 
 
 def execute(
@@ -190,14 +230,46 @@ def execute(
     batch: Batch | None = None,
 ):
     """Run one command; answer its envelope (or a streamed Response). Never raises."""
-    try:
-        return _run(command, legacy_action, header_token, batch)
-    except Exception as exc:
-        try:
-            db.session.rollback()
-        except Exception:  # a batch's connection is gone: its commit fails, and it runs again
-            log.warning("rollback failed: %s", type(exc).__name__)
-        return to_envelope(exc, legacy=legacy_action is not None)
+    legacy = legacy_action is not None
+    return _guarded(lambda: _run(command, legacy_action, header_token, batch), legacy)
+
+
+def runs_together(command: Any) -> str | None:
+    """The action of a command that a batch may run with its like neighbours, if any:
+    one whose action has a `many` handler, sent without a request_id."""
+    if not isinstance(command, dict) or "request_id" in command:
+        return None
+    name = command.get("action")
+    spec = lookup(name) if isinstance(name, str) else None
+    return name if spec is not None and spec.many is not None else None
+
+
+def execute_many(commands: list[Any], header_token: str | None, batch: Batch) -> list[Any]:
+    """Run consecutive commands of one action (see `runs_together`) in one handler call.
+
+    Each is authenticated and validated on its own, and answered on its own when
+    that fails; the others share one `many` call and one commit. When that call
+    fails, each of them runs again on its own, so every answer is its own.
+    """
+    answers = [_guarded(lambda c=c: _prepare(c, None, header_token, batch)) for c in commands]
+    ready = [(n, call) for n, call in enumerate(answers) if isinstance(call, Call)]
+    if not ready:
+        return answers
+    done = _guarded(lambda: _run_many([call for _, call in ready]))
+    if not isinstance(done, list):
+        done = [execute(commands[n], None, header_token, batch) for n, _ in ready]
+    for (n, _), answer in zip(ready, done, strict=True):
+        answers[n] = answer
+    return answers
+
+
+def _run_many(calls: list[Call]) -> list[Any]:
+    many = calls[0].spec.many
+    assert many is not None
+    results = many([(call.ctx, call.values) for call in calls])
+    answers = [_answer(call, result) for call, result in zip(calls, results, strict=True)]
+    db.session.commit()
+    return answers
 
 
 def _reject_constant(name: str) -> None:
