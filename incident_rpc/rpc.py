@@ -3,9 +3,11 @@
 An action is declared once with `@action(...)`: its name, parameter schema, the
 role it needs, its output schema, whether it changes anything (then it takes a
 `request_id`, see replay.py) and, optionally, the legacy dialect's versions of
-each. `execute` owns everything around a handler: lookup, authentication,
-validation, the transaction and the one place where an exception becomes an
-envelope. The /rpc route itself, with its batches and JSON-RPC, is endpoint.py.
+each, and a `many` handler for consecutive commands of a batch. `execute` (and
+`execute_many` for such runs) owns everything around a handler: lookup,
+authentication, validation, the transaction, and `_guarded`, the one place where
+an exception becomes an envelope. The /rpc route, with its batches and JSON-RPC,
+is endpoint.py.
 """
 
 import json
