@@ -20,6 +20,10 @@ keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG")  # off unless asked: it costs throughput
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn 27 gives every instance one shared control socket in $HOME by default;
+# side-by-side instances (tests, benchmarks, containers without a writable home)
+# must not share or need it. GUNICORN_CONTROL_SOCKET=1 turns it back on.
+control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "0") != "1"
 
 
 def _is_gevent(worker) -> bool:

@@ -7,8 +7,12 @@ of two workers on one PostgreSQL database) and the commit-order cases need Postg
 import copy
 import json
 import os
+import queue
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -89,8 +93,10 @@ def start(new_database_url, tmp_path_factory, workers: int = 2, **env: str) -> S
 
 @pytest.fixture(scope="module")
 def single(new_database_url, tmp_path_factory) -> Iterator[Server]:
-    """One instance, two workers; 1 s pings so that dead peers go within seconds."""
-    server = start(new_database_url, tmp_path_factory, EVENTS_PING_INTERVAL="1")
+    """One instance, two workers; 1 s pings and token checks, so tests need not wait long."""
+    server = start(
+        new_database_url, tmp_path_factory, EVENTS_PING_INTERVAL="1", EVENTS_REAUTH_INTERVAL="1"
+    )
     yield server
     server.stop()
 
@@ -166,6 +172,29 @@ class SignedLongAgo(TimestampSigner):
         return int(time.time()) - 10 * 24 * 3600
 
 
+def test_a_batch_emits_the_events_of_its_successful_commands_in_order(
+    single: Server, single_token: str
+):
+    since = last_logged_id(single.database_url)
+    ws = connect(single, single_token, since=since)
+    command = {"action": "create", "token": single_token}
+    batch = [{**command, "description": f"burst {n}"} for n in range(5)]
+    batch.insert(2, {**command, "description": ""})  # fails alone: no event
+    answers = single.post("/rpc", batch).json()
+    assert [answer["status"] for answer in answers] == [201, 201, 400, 201, 201, 201]
+    created = [answer["data"] for answer in answers if answer["status"] == 201]
+    resolved = single.rpc(
+        "resolve_many", single_token, expect=200, ids=[incident["id"] for incident in created]
+    )
+    assert resolved["data"]["changed"] == 5
+    ids = logged_ids(single.database_url, since)
+    received = events_until(ws, ids[-1])
+    assert [event["id"] for event in received] == ids
+    assert [event["data"] for event in received[:5]] == created
+    assert [event["type"] for event in received] == ["added"] * 5 + ["resolved"] * 5
+    ws.close()
+
+
 def expired_token(server: Server) -> str:
     """A token for the first admin, correctly signed with the server's key, ten days old."""
     serializer = URLSafeTimedSerializer(
@@ -209,6 +238,44 @@ def test_token_in_the_first_message_and_a_bad_since(single: Server, single_token
         assert close_of(ws)[0] == 1008
 
 
+def new_user(server: Server, admin_token: str, role: str) -> tuple[str, str]:
+    """(username, token) of a fresh user with that role."""
+    name = f"{role}{time.monotonic_ns()}"
+    password = "a long enough password"
+    server.rpc("user_create", admin_token, expect=201, username=name, password=password, role=role)
+    return name, server.login(name, password)
+
+
+def test_a_reporter_gets_only_its_own_incidents(single: Server, single_token: str):
+    name, reporter = new_user(single, single_token, "reporter")
+    since = last_logged_id(single.database_url)
+    mine, everything = (
+        connect(single, reporter, since=since),
+        connect(single, single_token, since=since),
+    )
+    others = single.rpc("create", single_token, expect=201, description="not the reporter's")
+    own = single.rpc("create", reporter, expect=201, description="the reporter's")
+    single.rpc("resolve", single_token, expect=200, id=others["data"]["id"])
+    single.rpc("resolve", single_token, expect=200, id=own["data"]["id"])
+    ids = logged_ids(single.database_url, since)
+    assert len(events_until(everything, ids[-1])) == 4
+    received = events_until(mine, ids[-1])
+    assert [(event["type"], event["data"]["id"]) for event in received] == [
+        ("added", own["data"]["id"]),
+        ("resolved", own["data"]["id"]),
+    ]
+    assert {event["data"]["created_by"] for event in received} == {name}
+    for ws in (mine, everything):
+        ws.close()
+
+
+def test_a_socket_ends_soon_after_its_session_does(single: Server, single_token: str):
+    _, agent = new_user(single, single_token, "agent")
+    ws = connect(single, agent)
+    single.rpc("logout", agent, expect=200)
+    assert close_of(ws) == (1008, "Invalid token")  # within EVENTS_REAUTH_INTERVAL (1 s)
+
+
 def test_resume_with_since_misses_nothing_and_repeats_nothing(single: Server, single_token: str):
     since = last_logged_id(single.database_url)
     writer = Background(write_many, [single], single_token, 2, 15)
@@ -227,21 +294,37 @@ def test_resume_with_since_misses_nothing_and_repeats_nothing(single: Server, si
 
 
 def test_idle_sockets_are_pinged_and_dead_peers_dropped(single: Server, single_token: str):
-    for ws in [connect(single, single_token) for _ in range(6)]:  # warm up both workers' buses
-        ws.close()
-    time.sleep(0.5)
-    open_files = {pid: len(os.listdir(f"/proc/{pid}/fd")) for pid in worker_pids(single)}
+    held_before = client_connections(single)
     idle = connect(single, single_token)
     opcode, _ = idle.recv_data(control_frame=True)
     assert opcode == websocket.ABNF.OPCODE_PING
     dead = [connect(single, single_token) for _ in range(10)]  # never read, never answer
+    assert client_connections(single) >= held_before + 11
     time.sleep(4)  # two ping intervals and then some
     for ws in dead:
         assert close_of(ws) == (1008, "Ping/Pong timeout")
     idle.close()
     time.sleep(1)
-    for pid, before in open_files.items():  # the server let go of every socket it held
-        assert len(os.listdir(f"/proc/{pid}/fd")) <= before + 2
+    assert client_connections(single) <= held_before  # the workers let go of every socket
+
+
+def client_connections(server: Server) -> int:
+    """TCP connections from clients that the server's workers hold open."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+            if port == server.port and state != "0A":  # 0A: the listening socket
+                inodes.add(f"socket:[{inode}]")
+    held = 0
+    for pid in worker_pids(server):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                held += os.readlink(fd) in inodes
+            except OSError:  # closed meanwhile
+                pass
+    return held
 
 
 def worker_pids(server: Server) -> list[int]:
@@ -251,7 +334,7 @@ def worker_pids(server: Server) -> list[int]:
 
 
 def test_a_slow_subscriber_is_closed_and_others_carry_on(new_database_url, tmp_path_factory):
-    server = start(new_database_url, tmp_path_factory, 1, EVENTS_QUEUE_SIZE="4")
+    server = start(new_database_url, tmp_path_factory, 1, EVENTS_QUEUE_SIZE="16")
     try:
         token = server.login()
         since = last_logged_id(server.database_url)
@@ -262,9 +345,9 @@ def test_a_slow_subscriber_is_closed_and_others_carry_on(new_database_url, tmp_p
         ]
         slow = connect(server, token, since=since, sockopt=small_buffers)  # reads nothing yet
         fast_received: list[dict[str, Any]] = []
-        reader = Background(lambda: fast_received.extend(next_event(fast) for _ in range(40)))
+        reader = Background(lambda: fast_received.extend(next_event(fast) for _ in range(80)))
         reader.start()
-        for _ in range(40):
+        for _ in range(80):
             server.rpc("create", token, expect=201, description=BIG)
         reader.finish()
         ids = logged_ids(server.database_url, since)
@@ -290,6 +373,81 @@ def test_a_slow_subscriber_is_closed_and_others_carry_on(new_database_url, tmp_p
         server.stop()
 
 
+def test_a_stopping_server_tells_subscribers_where_to_resume(new_database_url, tmp_path_factory):
+    server = start(new_database_url, tmp_path_factory, 1)
+    try:
+        token = server.login()
+        ws = connect(server, token, since=0)
+        created = server.rpc("create", token, expect=201, description="before the restart")
+        last = next_event(ws)
+        assert last["data"] == created["data"]
+        stopping = Background(server.stop)
+        started = time.monotonic()
+        stopping.start()
+        assert close_of(ws) == (1001, f"server restarting; resume with since={last['id']}")
+        stopping.finish()
+        assert time.monotonic() - started < 8  # not the 10 s graceful timeout
+    finally:
+        server.stop()
+
+
+class Watcher:
+    """`python client.py watch` in its own process, its output lines collected."""
+
+    def __init__(self, server: Server, token: str, *args: str) -> None:
+        env = {**os.environ, "INCIDENT_RPC_URL": server.url, "INCIDENT_RPC_TOKEN": token}
+        command = [sys.executable, "client.py", "--json", "watch", *args]
+        self.process = subprocess.Popen(
+            command, cwd=Path(__file__).parent, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def events(self, count: int) -> list[dict[str, Any]]:
+        return [json.loads(self.lines.get(timeout=TIMEOUT)) for _ in range(count)]
+
+    def stop_when_done(self) -> tuple[int, str]:
+        _, stderr = self.process.communicate(timeout=TIMEOUT)
+        return self.process.returncode, stderr
+
+    def stop(self) -> tuple[int, str]:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        _, stderr = self.process.communicate(timeout=TIMEOUT)
+        return self.process.returncode, stderr
+
+
+def test_client_watch_prints_events_and_resumes_after_a_restart(new_database_url, tmp_path_factory):
+    server = start(new_database_url, tmp_path_factory, 1)
+    try:
+        token = server.login()
+        since = last_logged_id(server.database_url)
+        watcher = Watcher(server, token, "--since", str(since))
+        first = server.rpc("create", token, expect=201, description="before the restart")
+        assert [event["data"] for event in watcher.events(1)] == [first["data"]]
+        server.stop()
+        server.start()  # the same port and database
+        second = server.rpc("create", token, expect=201, description="after the restart")
+        assert [event["data"] for event in watcher.events(1)] == [second["data"]]
+        status, stderr = watcher.stop()
+        assert status == 0
+        assert f"reconnecting (since={since + 1})" in stderr
+        assert watcher.lines.empty()  # nothing twice
+    finally:
+        server.stop()
+
+
+def test_client_watch_stops_on_a_bad_token(single: Server):
+    status, stderr = Watcher(single, "not-a-token").stop_when_done()
+    assert status == 1 and "error 401: Invalid token" in stderr
+
+
 def in_process_app(server: Server):
     """The app itself, in this process, on the server's database: to hold a transaction open."""
     from incident_rpc import create_app
@@ -311,7 +469,8 @@ def open_transaction_with_an_event(description: str) -> int:
         updated_at=now,
     )  # fmt: skip
     db.session.add(incident)
-    return events.record("added", incident, "test").id
+    events.record("added", incident, "test")
+    return events.write_pending(db.session)[-1].id  # what commit does first: lock, draw ids
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])

@@ -4,33 +4,42 @@ import logging
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment (`Config`), with `overrides` on top."""
     from . import (
         actions,  # noqa: F401  (importing it registers every action)
+        alertmanager,
         cli,
         database,
+        endpoint,
         fanout,
         health,
         rpc,
         websocket,
     )
-    from .config import INSTANCE, Config, resolve_secret_key
+    from .config import INSTANCE, Config, resolve_secret_key, with_psycopg2
     from .extensions import db, migrate, sock
 
     app = Flask(__name__, instance_path=str(INSTANCE))
     app.config.from_object(Config)
     app.config.update(overrides or {})
     resolve_secret_key(app.config)
+    uri = with_psycopg2(app.config["SQLALCHEMY_DATABASE_URI"])
+    app.config["SQLALCHEMY_DATABASE_URI"] = uri
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", database.engine_options(app.config))
     logging.getLogger("incident_rpc").setLevel(app.config["LOG_LEVEL"])
+    if app.config["PROXY_FIX_X_FOR"]:  # the client's address, for login throttling
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
 
     db.init_app(app)
     migrate.init_app(app, db, directory=database.MIGRATIONS)
     sock.init_app(app)
     app.register_blueprint(rpc.bp)
+    app.register_blueprint(endpoint.bp)
+    app.register_blueprint(alertmanager.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(websocket.bp)
     fanout.init_app(app)

@@ -41,13 +41,23 @@ class Config:
     ADMIN_USERNAME = os.environ.get("ADMIN_USERNAME")
     ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
+    MAX_BATCH = _int("MAX_BATCH", 1000)  # commands in one batch posted to /rpc
+    MAX_BULK = _int("MAX_BULK", 10000)  # incidents one resolve_many/update_many may touch
+    REQUEST_ID_TTL = _int("REQUEST_ID_TTL", 24 * 3600)  # seconds a request_id is remembered
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    # Teams and access (docs/teams.md).
+    REGISTRATION_ENABLED = _bool("REGISTRATION_ENABLED", False)  # `register` makes reporters
+    LOGIN_THROTTLE_WINDOW = _int("LOGIN_THROTTLE_WINDOW", 300)  # seconds a count lives
+    LOGIN_MAX_FAILURES = _int("LOGIN_MAX_FAILURES", 5)  # per username at one address; 0: off
+    LOGIN_MAX_FAILURES_PER_ADDRESS = _int("LOGIN_MAX_FAILURES_PER_ADDRESS", 30)  # 0: off
+    PROXY_FIX_X_FOR = _int("PROXY_FIX_X_FOR", 0)  # trusted proxies in front (X-Forwarded-For)
     # Change events (fanout.py, websocket.py); times in seconds.
     EVENTS_PING_INTERVAL = _float("EVENTS_PING_INTERVAL", 25)  # idle sockets; 2 missed: dead
     EVENTS_POLL_INTERVAL = _float("EVENTS_POLL_INTERVAL", 1)  # read the log even without a ring
     EVENTS_QUEUE_SIZE = _int("EVENTS_QUEUE_SIZE", 1000)  # per subscriber, then 1013 close
     EVENTS_SEND_TIMEOUT = _float("EVENTS_SEND_TIMEOUT", 30)  # a peer that reads nothing: dead
     EVENTS_AUTH_TIMEOUT = _float("EVENTS_AUTH_TIMEOUT", 10)  # for a first {"token": ...}
+    EVENTS_REAUTH_INTERVAL = _float("EVENTS_REAUTH_INTERVAL", 60)  # revoked: closed within this
 
 
 class ConfigError(RuntimeError):
@@ -75,3 +85,11 @@ def resolve_secret_key(config: dict) -> None:
             return
         time.sleep(0.02)
     raise ConfigError(f"{key_file} is empty; delete it or set SECRET_KEY")
+
+
+def with_psycopg2(url: str) -> str:
+    """`postgresql://` means psycopg (3) to SQLAlchemy 2.1; we ship psycopg2."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url.removeprefix(prefix)
+    return url

@@ -57,8 +57,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(connection: Any) -> None:
     # Take the write lock up front: a read that later writes would otherwise fail
-    # with "database is locked" when another worker wrote in between.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # with "database is locked" when another worker wrote in between. Connections
+    # marked read_only (long streams) must not hold it, or they would block writers.
+    read_only = connection.get_execution_options().get("read_only")
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def _tune_sqlite(engine: Engine) -> None:

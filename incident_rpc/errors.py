@@ -124,6 +124,9 @@ def classify(exc: BaseException) -> RpcError:
         return _HTTP_ERRORS[exc.code]()
     if isinstance(exc, StaleDataError):
         return Conflict("the incident was changed by someone else; fetch it and retry")
+    if isinstance(exc, sa_exc.IntegrityError) and _is_unique_violation(exc):
+        # e.g. reopening an incident whose dedup_key another open incident now holds
+        return Conflict("the change conflicts with an existing record")
     if isinstance(exc, sa_exc.DBAPIError) and (
         exc.connection_invalidated
         or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
@@ -135,6 +138,11 @@ def classify(exc: BaseException) -> RpcError:
     request_id = uuid.uuid4().hex[:12]
     log.exception("unhandled error, request id %s", request_id)
     return InternalError(f"internal error, request id {request_id}")
+
+
+def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
+    code = getattr(exc.orig, "pgcode", None)  # PostgreSQL; SQLite only says it in words
+    return code == "23505" or "UNIQUE constraint failed" in str(exc.orig)
 
 
 def envelope(success: bool, status: int, data: Any = None, error: str = "") -> dict[str, Any]:

@@ -1,25 +1,34 @@
 """The append-only event log: every committed change to an incident, in commit order.
 
-`record` adds the event row inside the caller's transaction, so an event exists
-exactly when its change committed. Subscribers read the log with `id > last_id
-ORDER BY id` and never look back, so ids must become visible in id order:
+`record` notes an event in the session; the rows are written by the session's
+`before_commit`, in the same transaction as the change, so an event exists
+exactly when its change committed. Subscribers read the log with
+`id > last_id ORDER BY id` and never look back, so ids must become visible in
+id order:
 
-- PostgreSQL: `record` takes a transaction-scoped advisory lock just before the
-  event row draws its id from the sequence, and holds it until commit. Drawing an
-  id and committing it are one critical section, so ids commit in the order they
-  are drawn; a reader that sees id N already sees every committed id below N.
+- PostgreSQL: at commit, after every other write of the transaction is flushed,
+  a transaction-scoped advisory lock is taken, the event rows draw their ids
+  from the sequence, and the lock is held until the commit is done. Drawing ids
+  and committing them is one critical section, so ids commit in the order they
+  are drawn: a reader that sees id N already sees every committed id below N.
   `pg_notify` in the same transaction rings the listeners only if it commits.
 - SQLite: BEGIN IMMEDIATE (database.py) already serializes whole write
   transactions; the commit rings an in-process doorbell (see fanout.py).
 
-A transaction that draws an id and then rolls back leaves a hole in the ids;
+Writing at commit rather than in `record` keeps the lock out of the handler's
+way: it is taken once per transaction, after the row locks the handler needed
+(no deadlock with a writer that holds one of those rows and waits for the lock),
+and a batch of 1,000 creates costs one INSERT and one lock, not 1,000.
+
+A transaction that draws ids and then fails to commit leaves a hole in the ids;
 holes are harmless, since nobody waits for a missing id. See docs/events.md.
 """
 
 import json
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, event, func, select
+from sqlalchemy.orm import Session
 
 from .extensions import db
 from .fields import Timestamp
@@ -28,60 +37,84 @@ from .schemas import incident_out
 
 CHANNEL = "incident_events"  # the PostgreSQL NOTIFY channel
 ORDER_LOCK_KEY = 0x1C1DE48  # advisory lock: any constant shared by every instance
-RECORDED = "incident_rpc.events_recorded"  # session.info flag read by the doorbell
+PENDING = "incident_rpc.events_pending"  # session.info: events to write at commit
+RECORDED = "incident_rpc.events_recorded"  # session.info: read by the doorbell (fanout.py)
 _timestamp = Timestamp()
 
 
 def record(kind: str, incident: Incident, actor: str, changes: dict[str, Any] | None = None):
     """Log `kind` ("added", "updated", "resolved", ...) for the incident as it is now.
 
-    Must be the caller's last write before commit: on PostgreSQL the ordering
-    lock is held from here to the end of the transaction.
+    The row is written when the transaction commits, and only if it commits.
     """
-    session = db.session
-    session.flush()  # the incident's id and version must be final; row locks taken first
+    db.session.flush()  # the incident's id and version must be final
+    pending = db.session.info.setdefault(PENDING, [])
+    pending.append(
+        Event(
+            type=kind,
+            incident_id=incident.id,
+            actor=actor,
+            at=utcnow(),
+            data=incident_out.dump(incident),
+            changes=changes or {},
+        )
+    )
+
+
+def write_pending(session: Session) -> list[Event]:
+    """The transaction's events, in order, under the ordering lock (at before_commit)."""
+    pending = session.info.pop(PENDING, None)
+    if not pending:
+        return []
+    session.flush()  # every other write first: no row lock is taken under ours
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres:
         session.execute(select(func.pg_advisory_xact_lock(ORDER_LOCK_KEY)))
-    event = Event(
-        type=kind,
-        incident_id=incident.id,
-        actor=actor,
-        at=utcnow(),
-        data=incident_out.dump(incident),
-        changes=changes or {},
-    )
-    session.add(event)
-    session.flush()  # draws the id now, under the lock
+    session.add_all(pending)
+    session.flush()  # draws the ids now, under the lock, in the order recorded
     if postgres:
-        session.execute(select(func.pg_notify(CHANNEL, str(event.id))))
+        session.execute(select(func.pg_notify(CHANNEL, str(pending[-1].id))))
     session.info[RECORDED] = True
-    return event
+    return pending
 
 
-def message(event: Any) -> str:
+def _forget_pending(session: Session) -> None:
+    session.info.pop(PENDING, None)
+    session.info.pop(RECORDED, None)
+
+
+# On the Session class: also the sessions that a batch joins to its transaction.
+event.listen(Session, "before_commit", write_pending)
+event.listen(Session, "after_rollback", _forget_pending)
+
+
+def message(row: Any) -> str:
     """The wire form of an event (contract section 6), from a row or an Event."""
     return json.dumps(
         {
-            "type": event.type,
-            "id": event.id,
-            "at": _timestamp.serialize("at", event),
-            "actor": event.actor,
-            "data": event.data,
+            "type": row.type,
+            "id": row.id,
+            "at": _timestamp.serialize("at", row),
+            "actor": row.actor,
+            "data": row.data,
         },
         ensure_ascii=False,
     )
 
 
 _COLUMNS = (Event.id, Event.type, Event.at, Event.actor, Event.data)
+Item = tuple[int, str | None, str]  # (event id, the incident's creator, message)
 
 
-def read_after(connection: Connection, last_id: int, limit: int) -> list[tuple[int, str]]:
-    """Up to `limit` events after `last_id`, oldest first, as (id, message) pairs."""
+def read_after(connection: Connection, last_id: int, limit: int) -> list[Item]:
+    """Up to `limit` events after `last_id`, oldest first.
+
+    The creator comes along so that each subscriber can apply access.may_read.
+    """
     rows = connection.execute(
         select(*_COLUMNS).where(Event.id > last_id).order_by(Event.id).limit(limit)
     )
-    return [(row.id, message(row)) for row in rows]
+    return [(row.id, (row.data or {}).get("created_by"), message(row)) for row in rows]
 
 
 def last_event_id(connection: Connection) -> int:

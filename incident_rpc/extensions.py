@@ -10,6 +10,9 @@ class Base(DeclarativeBase):
     pass
 
 
-db = SQLAlchemy(model_class=Base)
+# Objects keep their loaded values after commit: a handler's result is dumped right
+# after the dispatcher commits, and expiring it would cost a SELECT per command to
+# read back what we just wrote. The session ends with the request anyway.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
 sock = Sock()

@@ -20,18 +20,17 @@ import time
 from collections import deque
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session
 
 from . import events
 from .database import engine_options
-from .extensions import db
 
 log = logging.getLogger("incident_rpc")
 PAGE = 500  # events per read
 SQLITE_POLL_INTERVAL = 0.2  # seconds; a local B-tree lookup
-Batch = list[tuple[int, str]]  # (event id, message) pairs, in id order
+Batch = list[events.Item]  # in id order
 
 
 class Subscriber:
@@ -41,7 +40,7 @@ class Subscriber:
         self.capacity = capacity
         self.overflowed = False
         self.going_away = False
-        self._queue: deque[tuple[int, str]] = deque()
+        self._queue: deque[events.Item] = deque()
         self._lock = threading.Lock()
         self._ready = threading.Event()
 
@@ -195,14 +194,14 @@ def close_all() -> None:
 
 
 def _ring_after_commit(session: Session) -> None:
-    if session.info.pop(events.RECORDED, False):
+    if session.info.pop(events.RECORDED, False) and has_app_context():
         running = _buses.get(id(current_app._get_current_object()))  # type: ignore[attr-defined]
         if running is not None and not running.postgres:
             running.ring()
 
 
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(events.RECORDED, None)
+# On the Session class, like events.py's hooks: also the sessions a batch joins.
+event.listen(Session, "after_commit", _ring_after_commit)
 
 
 def init_app(app: Flask) -> None:
@@ -210,6 +209,3 @@ def init_app(app: Flask) -> None:
         "SOCK_SERVER_OPTIONS",
         {"ping_interval": app.config["EVENTS_PING_INTERVAL"], "max_message_size": 65536},
     )
-    if not event.contains(db.session, "after_commit", _ring_after_commit):
-        event.listen(db.session, "after_commit", _ring_after_commit)
-        event.listen(db.session, "after_rollback", _forget_after_rollback)

@@ -9,14 +9,16 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, stream_with_context
+from flask import Response
 from marshmallow import EXCLUDE, Schema, fields
 from sqlalchemy import select
 
+from . import access
 from .extensions import db
 from .fields import Text, Timestamp, choice
 from .models import Incident, Source, Status
 from .rpc import Context, Reply
+from .schemas import FlatOut
 
 STATUS_WORDS = ", ".join(s.value for s in Status)
 SOURCE_WORDS = ", ".join(s.value for s in Source)
@@ -80,7 +82,7 @@ class UpdateParams(LegacyParams):
     )  # fmt: skip
 
 
-class IncidentOut(Schema):
+class IncidentOut(FlatOut):
     id = fields.Integer()
     incident = fields.String(attribute="description")
     status = fields.String()
@@ -92,35 +94,39 @@ incident_out = IncidentOut()
 
 
 def stream_incidents(ctx: Context, params: dict[str, Any]) -> Response | Reply:
-    """Every match, oldest first, streamed in chunks so memory stays flat at any size."""
+    """Every match, oldest first, streamed in chunks so memory stays flat at any size.
+
+    The stream outlives the request's session (Flask tears that down when the view
+    returns), so it reads on a connection of its own, closed with the response.
+    """
     query = select(
         Incident.id, Incident.description, Incident.status, Incident.source, Incident.created_at
     ).order_by(Incident.created_at, Incident.id)
+    query = access.readable(query, ctx.caller)
     if "status" in params:
         query = query.where(Incident.status == params["status"])
-    result = db.session.execute(query.execution_options(yield_per=2000))
-    chunks = result.partitions()
-    first = next(chunks, None)
-    if first is None:  # the older service's quirk: an empty list is a successful 404
-        result.close()
-        return Reply({"incidents": []}, 404)
-    return Response(
-        stream_with_context(_envelope_around(first, chunks, result)),
-        status=200,
-        mimetype="application/json",
-    )
-
-
-def _envelope_around(first: list[Any], chunks: Iterator[list[Any]], result: Any) -> Iterator[str]:
+    connection = db.engine.connect()
     try:
-        yield '{"success": true, "error": "", "status": 200, "data": {"incidents": ['
-        yield _items(first)
-        for chunk in chunks:
-            yield "," + _items(chunk)
-        yield "]}}"
-    finally:
-        result.close()
-        db.session.rollback()  # end the read transaction before the connection is reused
+        streaming = connection.execution_options(yield_per=2000, read_only=True)
+        chunks = streaming.execute(query).partitions()
+        first = next(chunks, None)
+    except BaseException:
+        connection.close()
+        raise
+    if first is None:  # the older service's quirk: an empty list is a successful 404
+        connection.close()
+        return Reply({"incidents": []}, 404)
+    response = Response(_envelope_around(first, chunks), status=200, mimetype="application/json")
+    response.call_on_close(connection.close)
+    return response
+
+
+def _envelope_around(first: list[Any], chunks: Iterator[list[Any]]) -> Iterator[str]:
+    yield '{"success": true, "error": "", "status": 200, "data": {"incidents": ['
+    yield _items(first)
+    for chunk in chunks:
+        yield "," + _items(chunk)
+    yield "]}}"
 
 
 def _items(rows: list[Any]) -> str:

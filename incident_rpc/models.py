@@ -1,4 +1,4 @@
-"""The stored objects: users, incidents and the append-only event log.
+"""The stored objects: users, API keys, incidents, comments, the event log, login failures.
 
 Typed SQLAlchemy 2.0 models. The schema itself is owned by the migrations in
 `migrations/versions`; these classes must match them.
@@ -8,7 +8,19 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -83,6 +95,10 @@ class User(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+# The predicate of the partial unique index; `dedup.py` names it again in ON CONFLICT.
+OPEN_DEDUP_KEY = "dedup_key IS NOT NULL AND status NOT IN ('completed', 'fake')"
+
+
 class Incident(db.Model):
     __tablename__ = "incidents"
     __table_args__ = (
@@ -91,6 +107,19 @@ class Incident(db.Model):
         Index("ix_incidents_status_created", "status", "created_at", "id"),
         Index("ix_incidents_source_created", "source", "created_at", "id"),
         Index("ix_incidents_severity_created", "severity", "created_at", "id"),
+        # The `assignee` and `created_by` filters; the second also serves a reporter's
+        # every list, which is always confined to its own incidents.
+        Index("ix_incidents_assignee_created", "assignee", "created_at", "id"),
+        Index("ix_incidents_created_by_created", "created_by", "created_at", "id"),
+        # At most one open incident per dedup_key: the database, not a check-then-insert,
+        # decides between concurrent senders of the same alert.
+        Index(
+            "uq_incidents_open_dedup_key",
+            "dedup_key",
+            unique=True,
+            postgresql_where=text(OPEN_DEDUP_KEY),
+            sqlite_where=text(OPEN_DEDUP_KEY),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -106,9 +135,15 @@ class Incident(db.Model):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_by: Mapped[str | None] = mapped_column(String(64))
     resolution: Mapped[str | None] = mapped_column(Text)
+    assignee: Mapped[str | None] = mapped_column(String(64))  # an agent's username
     # Every UPDATE says "WHERE version = <the one read>": two writers that read the
     # same version cannot both win (StaleDataError becomes a 409).
     version: Mapped[int] = mapped_column(Integer, default=1)
+    dedup_key: Mapped[str | None] = mapped_column(String(255))
+    occurrences: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    last_seen_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
 
     __mapper_args__ = {"version_id_col": version}
 
@@ -125,3 +160,61 @@ class Event(db.Model):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
     changes: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
+
+
+class RequestReplay(db.Model):
+    """The first answer to a changing command sent with a `request_id` (see replay.py)."""
+
+    __tablename__ = "request_replays"
+    __table_args__ = (UniqueConstraint("caller", "request_id", name="uq_request_replays_caller"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    caller: Mapped[str] = mapped_column(String(80))
+    request_id: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # action and parameters, hashed
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+
+
+class ApiKey(db.Model):
+    """A long-lived credential for a monitoring agent; only a hash of the secret is kept."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(60))
+    role: Mapped[str] = mapped_column(String(16), default=Role.reporter)
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in lists to tell keys apart
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256, hex
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Comment(db.Model):
+    """A note on an incident; the `commented` event records it in the log as well."""
+
+    __tablename__ = "comments"
+    __table_args__ = (Index("ix_comments_incident", "incident_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("incidents.id"))
+    author: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LoginFailure(db.Model):
+    """Failed sign-ins counted per scope (an address, or a username at an address).
+
+    In the database, not in a process, so that every worker and instance sees the
+    same counts. `scope` is a keyed hash: what people type as a username (sometimes
+    their password) is never stored.
+    """
+
+    __tablename__ = "login_failures"
+
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    failures: Mapped[int] = mapped_column(Integer)

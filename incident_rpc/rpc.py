@@ -1,20 +1,25 @@
 """The action registry and the dispatcher, and the HTTP routes that feed it.
 
 An action is declared once with `@action(...)`: its name, parameter schema, the
-role it needs and its output schema (plus, optionally, the legacy dialect's
-versions of each). `execute` owns everything around a handler: lookup,
-authentication, validation, the transaction and the one place where an
-exception becomes an envelope.
+role it needs, its output schema, whether it changes anything (then it takes a
+`request_id`, see replay.py) and, optionally, the legacy dialect's versions of
+each, and a `many` handler for consecutive commands of a batch. `execute` (and
+`execute_many` for such runs) owns everything around a handler: lookup,
+authentication, validation, the transaction, and `_guarded`, the one place where
+an exception becomes an envelope. The /rpc route, with its batches and JSON-RPC,
+is endpoint.py.
 """
 
 import json
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
 
+from . import replay
 from .auth import Caller, authenticate
 from .errors import (
     BadRequest,
@@ -26,6 +31,8 @@ from .errors import (
     to_envelope,
 )
 from .extensions import db
+
+log = logging.getLogger("incident_rpc")
 
 bp = Blueprint("rpc", __name__)
 
@@ -51,6 +58,8 @@ class Reply:
 
 
 Handler = Callable[[Context, dict[str, Any]], Any]
+# Runs several commands of one action at once (in a batch): one result per command.
+ManyHandler = Callable[[list[tuple[Context, dict[str, Any]]]], list[Any]]
 
 
 @dataclass(frozen=True)
@@ -64,9 +73,19 @@ class Action:
     legacy_params: Schema | None
     legacy_output: Schema | None
     legacy_handler: Handler | None
+    changes: bool = False  # True: the action changes data, and so takes a request_id
+    enabled_by: str | None = None  # a setting that switches the action on; off: unknown
+    many: ManyHandler | None = None  # consecutive commands of a batch in one call
 
 
 ACTIONS: dict[str, Action] = {}
+
+
+@dataclass
+class Batch:
+    """What the commands of one batch share: the tokens already checked."""
+
+    callers: dict[str, Caller] = field(default_factory=dict)
 
 
 def action(
@@ -79,6 +98,9 @@ def action(
     legacy_params: Schema | None = None,
     legacy_output: Schema | None = None,
     legacy_handler: Handler | None = None,
+    changes: bool = False,
+    enabled_by: str | None = None,
+    many: ManyHandler | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under `name`; see the module docstring."""
 
@@ -87,11 +109,19 @@ def action(
             raise ValueError(f"action {name!r} is declared twice")
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
-            legacy_params, legacy_output, legacy_handler,
+            legacy_params, legacy_output, legacy_handler, changes, enabled_by, many,
         )  # fmt: skip
         return handler
 
     return register
+
+
+def lookup(name: str) -> Action | None:
+    """The action registered under `name`, unless a setting switches it off."""
+    spec = ACTIONS.get(name)
+    if spec is None or (spec.enabled_by and not current_app.config[spec.enabled_by]):
+        return None
+    return spec
 
 
 def _first_message(messages: Any) -> str:
@@ -101,22 +131,45 @@ def _first_message(messages: Any) -> str:
     return str(messages)
 
 
-def _run(command: Any, legacy_action: str | None, header_token: str | None) -> Any:
+def _caller(token: Any, batch: Batch | None) -> Caller:
+    """Authenticate once per distinct token within one batch (a batch repeats them)."""
+    if batch is None or not isinstance(token, str):
+        return authenticate(token)
+    if token not in batch.callers:
+        batch.callers[token] = authenticate(token)
+    return batch.callers[token]
+
+
+@dataclass(frozen=True)
+class Call:
+    """A command past lookup, authentication and validation: ready for its handler."""
+
+    spec: Action
+    ctx: Context
+    params: dict[str, Any]  # as sent, less action, token and request_id
+    values: dict[str, Any]  # as validated
+    request_id: str | None
+
+
+def _prepare(
+    command: Any, legacy_action: str | None, header_token: str | None, batch: Batch | None
+) -> Call:
     legacy = legacy_action is not None
     if not isinstance(command, dict):
         raise InvalidJSON() if legacy else BadRequest("the command must be a JSON object")
     name = legacy_action or command.get("action")
     if not isinstance(name, str) or not name:
         raise BadRequest("action is required")
-    spec = ACTIONS.get(name)
+    spec = lookup(name)
     if spec is None:
         raise NotFound(f"unknown action {name[:64]!r}")
     caller = None
     if spec.role is not None:
-        caller = authenticate(command.get("token", header_token))
+        caller = _caller(command.get("token", header_token), batch)
         if not caller.has_role(spec.role):
             raise Forbidden()
     params = {key: value for key, value in command.items() if key not in ("action", "token")}
+    request_id = replay.take_request_id(params) if spec.changes else None
     use_legacy_params = legacy and spec.legacy_params is not None
     schema = spec.legacy_params if use_legacy_params else spec.params
     try:
@@ -124,37 +177,117 @@ def _run(command: Any, legacy_action: str | None, header_token: str | None) -> A
     except ValidationError as error:
         sentence = _first_message(error.messages) if use_legacy_params else None
         raise InvalidParams(error.messages, legacy_message=sentence) from error
-    handler = (legacy and spec.legacy_handler) or spec.handler
-    result = handler(Context(caller, legacy), values)
+    return Call(spec, Context(caller, legacy), params, values, request_id)
+
+
+def _answer(call: Call, result: Any) -> Any:
+    """The success envelope of a handler's result, dumped before the commit (a
+    request_id's answer is stored in the same transaction)."""
     if isinstance(result, Response):  # a streamed answer; it ends its own transaction
         return result
-    status = spec.status
+    status = call.spec.status
     if isinstance(result, Reply):
         result, status = result.data, result.status
-    db.session.commit()
-    output = (legacy and spec.legacy_output) or spec.output
+    legacy = call.ctx.legacy
+    output = (legacy and call.spec.legacy_output) or call.spec.output
     return envelope(True, status, output.dump(result) if output else result)
 
 
-def execute(command: Any, legacy_action: str | None = None, header_token: str | None = None):
-    """Run one command; answer its envelope (or a streamed Response). Never raises."""
+def _run(
+    command: Any, legacy_action: str | None, header_token: str | None, batch: Batch | None
+) -> Any:
+    call = _prepare(command, legacy_action, header_token, batch)
+    claim = None
+    if call.request_id is not None:
+        claim = replay.claim(call.ctx.caller, call.request_id, call.spec.name, call.params)
+        if claim.earlier:
+            db.session.rollback()
+            return claim.earlier
+    handler = (call.ctx.legacy and call.spec.legacy_handler) or call.spec.handler
+    answer = _answer(call, handler(call.ctx, call.values))
+    if isinstance(answer, Response):
+        return answer
+    if claim:
+        claim.remember(answer)
+    db.session.commit()  # in a batch: the command's savepoint (endpoint.py)
+    return answer
+
+
+def _guarded(step: Callable[[], Any], legacy: bool = False) -> Any:
+    """The one place where an exception becomes an envelope: `step()`, or its failure."""
     try:
-        return _run(command, legacy_action, header_token)
+        return step()
     except Exception as exc:
-        db.session.rollback()
-        return to_envelope(exc, legacy=legacy_action is not None)
+        try:
+            db.session.rollback()
+        except Exception:  # a batch's connection is gone: its commit fails, and it runs again
+            log.warning("rollback failed: %s", type(exc).__name__)
+        return to_envelope(exc, legacy=legacy)
+
+
+def execute(
+    command: Any,
+    legacy_action: str | None = None,
+    header_token: str | None = None,
+    batch: Batch | None = None,
+):
+    """Run one command; answer its envelope (or a streamed Response). Never raises."""
+    legacy = legacy_action is not None
+    return _guarded(lambda: _run(command, legacy_action, header_token, batch), legacy)
+
+
+def runs_together(command: Any) -> str | None:
+    """The action of a command that a batch may run with its like neighbours, if any:
+    one whose action has a `many` handler, sent without a request_id."""
+    if not isinstance(command, dict) or "request_id" in command:
+        return None
+    name = command.get("action")
+    spec = lookup(name) if isinstance(name, str) else None
+    return name if spec is not None and spec.many is not None else None
+
+
+def execute_many(commands: list[Any], header_token: str | None, batch: Batch) -> list[Any]:
+    """Run consecutive commands of one action (see `runs_together`) in one handler call.
+
+    Each is authenticated and validated on its own, and answered on its own when
+    that fails; the others share one `many` call and one commit. When that call
+    fails, each of them runs again on its own, so every answer is its own.
+    """
+    answers = [_guarded(lambda c=c: _prepare(c, None, header_token, batch)) for c in commands]
+    ready = [(n, call) for n, call in enumerate(answers) if isinstance(call, Call)]
+    if not ready:
+        return answers
+    done = _guarded(lambda: _run_many([call for _, call in ready]))
+    if not isinstance(done, list):
+        done = [execute(commands[n], None, header_token, batch) for n, _ in ready]
+    for (n, _), answer in zip(ready, done, strict=True):
+        answers[n] = answer
+    return answers
+
+
+def _run_many(calls: list[Call]) -> list[Any]:
+    many = calls[0].spec.many
+    assert many is not None
+    results = many([(call.ctx, call.values) for call in calls])
+    answers = [_answer(call, result) for call, result in zip(calls, results, strict=True)]
+    db.session.commit()
+    return answers
 
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_json() -> Any:
-    """The request body as JSON, whatever the Content-Type says."""
+def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(request.get_data(cache=False), parse_constant=_reject_constant)
+        return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as error:  # includes bad UTF-8 and huge numbers
         raise InvalidJSON() from error
+
+
+def read_json() -> Any:
+    """The request body as JSON, whatever the Content-Type says."""
+    return parse_json(request.get_data(cache=False))
 
 
 def bearer_token() -> str | None:
@@ -168,16 +301,11 @@ def respond(result: Any) -> Response:
     return Response(json.dumps(result), status=result["status"], mimetype="application/json")
 
 
-_POST_ONLY = {"methods": ["POST"], "strict_slashes": False, "provide_automatic_options": False}
+POST_ONLY = {"methods": ["POST"], "strict_slashes": False, "provide_automatic_options": False}
 
 
-@bp.route("/rpc", **_POST_ONLY)
-def rpc_endpoint() -> Response:
-    return respond(execute(read_json(), None, bearer_token()))
-
-
-@bp.route("/users/authorization/", defaults={"name": "authorization"}, **_POST_ONLY)
-@bp.route("/incidents/<name>/", **_POST_ONLY)
+@bp.route("/users/authorization/", defaults={"name": "authorization"}, **POST_ONLY)
+@bp.route("/incidents/<name>/", **POST_ONLY)
 def legacy_endpoint(name: str) -> Response:
     return respond(execute(read_json(), name, bearer_token()))
 

@@ -5,6 +5,7 @@ silently); server-owned fields are dump-only. The legacy dialect's schemas live
 in `legacy.py`.
 """
 
+from enum import StrEnum
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
@@ -46,12 +47,15 @@ class IncidentFields(Params):
 class CreateParams(IncidentFields):
     description = Text(required=True, blank=False, max_length=10000)
     created_at = Timestamp(data_key="date")
+    dedup_key = Text(blank=False, max_length=255)
 
 
 class ListParams(Params):
     status = choice(Status)
     source = choice(Source)
     severity = choice(Severity)
+    assignee = Text(allow_none=True, max_length=64)  # null: the unassigned ones
+    created_by = Text(max_length=64)
     limit = fields.Integer(strict=True, load_default=100, validate=validate.Range(1, 1000))
     cursor = Cursor()
 
@@ -63,6 +67,7 @@ class IdParams(Params):
 class UpdateParams(IncidentFields):
     id = identifier(required=True)
     status = choice(Status)
+    assignee = Text(allow_none=True, max_length=64)
     version = fields.Integer(strict=True, validate=validate.Range(1, 2**31 - 1))
 
     @validates_schema
@@ -75,7 +80,112 @@ class ResolveParams(IdParams):
     resolution = Text(allow_none=True, max_length=10000)
 
 
-class IncidentOut(Schema):
+class OneOrMany(fields.Field):
+    """One enum value or a non-empty list of them; loads as a list."""
+
+    def __init__(self, enum: type[StrEnum], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.one = choice(enum)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> list[str]:
+        values = value if isinstance(value, list) else [value]
+        if not values or len(values) > 10:
+            raise ValidationError("Give one value or a list of 1 to 10 values.")
+        return [self.one.deserialize(item) for item in values]
+
+
+class BulkFilter(Params):
+    """Which incidents a bulk action touches; every criterion must hold."""
+
+    status = OneOrMany(Status)
+    source = OneOrMany(Source)
+    severity = OneOrMany(Severity)
+    dedup_key = Text(blank=False, max_length=255)
+    dedup_key_prefix = Text(blank=False, max_length=255)
+    created_before = Timestamp()
+    created_after = Timestamp()
+
+    @validates_schema
+    def some_criterion(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give at least one criterion.", "_schema")
+
+
+class BulkTarget(Params):
+    """Exactly one of: an explicit list of ids, or a filter (both bounded by MAX_BULK)."""
+
+    ids = fields.List(identifier(), validate=validate.Length(min=1))
+    filter = fields.Nested(BulkFilter)
+
+    @validates_schema
+    def ids_or_filter(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if ("ids" in data) == ("filter" in data):
+            raise ValidationError("Give either ids or filter.", "_schema")
+
+
+class ResolveManyParams(BulkTarget):
+    resolution = Text(allow_none=True, max_length=10000)
+
+
+class UpdateManyParams(BulkTarget, IncidentFields):
+    status = choice(Status)
+    assignee = Text(allow_none=True, max_length=64)
+
+    @validates_schema
+    def something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if not set(data) - {"ids", "filter"}:
+            raise ValidationError("Give at least one field to change.", "_schema")
+
+
+class SkippedOut(Schema):
+    id = fields.Integer()
+    reason = fields.String()
+
+
+class BulkOut(Schema):
+    changed = fields.Integer()
+    ids = fields.List(fields.Integer())
+    skipped = fields.List(fields.Nested(SkippedOut))
+
+
+bulk_out = BulkOut()
+
+
+class FlatOut(Schema):
+    """An output schema for flat objects (incidents), dumped by the thousand.
+
+    The declared fields stay the contract; only marshmallow's generic plumbing
+    around them (accessor look-ups, defaults, dotted paths: most of the cost of
+    a dump) is skipped. Each value is read with `getattr` and handed to the
+    field's own conversion, except that None stays None and a plain String or
+    Integer field passes a str or int through untouched, as their conversions
+    would. The result equals marshmallow's for any object with every declared
+    attribute (test_serialization.py). Hooks still run: `dump` calls `_serialize`.
+    """
+
+    _AS_IS = {fields.String: str, fields.Integer: int}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plan = [
+            (field.data_key or name, field.attribute or name, name, field._serialize,
+             self._AS_IS.get(type(field)) if not getattr(field, "as_string", False) else None)
+            for name, field in self.dump_fields.items()
+        ]  # fmt: skip
+
+    def _serialize(self, obj: Any, *, many: bool = False) -> Any:
+        if many and obj is not None:
+            return [self._serialize(item) for item in obj]
+        out = {}
+        for key, attribute, name, convert, as_is in self._plan:
+            value = getattr(obj, attribute)
+            if value is not None and type(value) is not as_is:
+                value = convert(value, name, obj)
+            out[key] = value
+        return out
+
+
+class IncidentOut(FlatOut):
     id = fields.Integer()
     title = fields.String()
     description = fields.String()
@@ -89,7 +199,11 @@ class IncidentOut(Schema):
     resolved_at = Timestamp()
     resolved_by = fields.String()
     resolution = fields.String()
+    assignee = fields.String()
     version = fields.Integer()
+    dedup_key = fields.String()
+    occurrences = fields.Integer()
+    last_seen_at = Timestamp()
 
 
 class TokenOut(Schema):

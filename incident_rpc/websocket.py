@@ -3,22 +3,25 @@
 A connection authenticates (query `token=`, or a first `{"token": ...}` message;
 anything wrong gets no events and a 1008 close), joins this process's bus, replays
 the log after `since` from the database, then sends live events, skipping ids it
-has already sent. Joining before replaying leaves no gap; skipping by id leaves no
-duplicate. A subscriber whose queue overflows is closed with 1013 and told where
-to resume; a stopping worker closes with 1001 the same way.
+has already looked at. Joining before replaying leaves no gap; skipping by id
+leaves no duplicate. A reporter gets only the events of incidents it created
+(access.py), and the token is checked again every EVENTS_REAUTH_INTERVAL seconds.
+A subscriber whose queue overflows is closed with 1013 and told where to resume;
+a stopping worker closes with 1001 the same way.
 """
 
 import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app, request
 from simple_websocket import ConnectionClosed, Server
 
-from . import events, fanout
+from . import access, events, fanout
 from .auth import authenticate
 from .errors import classify
 from .extensions import db, sock
@@ -99,52 +102,64 @@ def _credentials(ws: Server) -> tuple[Any, Any]:
     return token, since
 
 
-def _authenticate(ws: Server) -> int | None:
-    """The `since` asked for (None: live events only), once the token is good."""
-    token, since = _credentials(ws)
+def _reader(token: Any) -> str | None:
+    """Check the token (again); whose incidents alone it may read (None: every one)."""
     try:
-        authenticate(token)
+        return access.confined_to(authenticate(token))
     except Exception as error:
         failure = classify(error)
         code = POLICY_VIOLATION if failure.status == 401 else TRY_AGAIN_LATER
         raise Refusal(code, failure.message) from error
     finally:
         db.session.remove()  # hold no connection (nor SQLite's write lock) while streaming
-    return None if since is None else _event_id(since)
 
 
-def _replay(ws: Server, bus: fanout.Bus, subscriber: fanout.Subscriber, since: int) -> int:
-    """Send the log after `since` until caught up; the last id sent."""
-    last_sent = since
+def _send(ws: Server, batch: list[events.Item], position: int, owner: str | None) -> int:
+    """Send what is new and readable; the new position (the last id looked at)."""
+    for event_id, creator, text in batch:
+        if event_id > position:
+            if owner is None or creator == owner:
+                ws.send(text)
+            position = event_id
+    return position
+
+
+def _replay(ws: Server, subscriber: fanout.Subscriber, position: int, owner: str | None) -> int:
+    """Send the log after `position` until caught up; the position reached."""
+    bus = fanout.bus()
     while True:
         with bus.engine.connect() as connection:
-            page = events.read_after(connection, last_sent, fanout.PAGE)
-        for event_id, text in page:
-            ws.send(text)
-            last_sent = event_id
+            page = events.read_after(connection, position, fanout.PAGE)
+        position = _send(ws, page, position, owner)
         if subscriber.overflowed:  # the live queue filled meanwhile: the log has it all
             subscriber.restart()
         elif len(page) < fanout.PAGE:
-            return last_sent
+            return position
 
 
-def _stream(ws: Server, subscriber: fanout.Subscriber, last_sent: int) -> None:
-    idle = current_app.config["EVENTS_PING_INTERVAL"]
+def _stream(
+    ws: Server, subscriber: fanout.Subscriber, position: int, token: Any, owner: str | None
+) -> None:
+    """Live events until the socket ends; the token is checked again now and then."""
+    config = current_app.config
+    checked = time.monotonic()
     while ws.connected:
-        batch = subscriber.take(timeout=idle)
+        wait = checked + config["EVENTS_REAUTH_INTERVAL"] - time.monotonic()
+        batch = subscriber.take(timeout=max(0.0, min(config["EVENTS_PING_INTERVAL"], wait)))
         if subscriber.overflowed:
-            reason = f"too slow, events dropped; resume with since={last_sent}"
+            reason = f"too slow, events dropped; resume with since={position}"
             raise Refusal(TRY_AGAIN_LATER, reason)
         if subscriber.going_away:
-            raise Refusal(GOING_AWAY, f"server restarting; resume with since={last_sent}")
-        for event_id, text in batch:
-            if event_id > last_sent:
-                ws.send(text)
-                last_sent = event_id
+            raise Refusal(GOING_AWAY, f"server restarting; resume with since={position}")
+        position = _send(ws, batch, position, owner)
+        if wait <= 0:  # logged out, disabled, revoked or expired since: no more events
+            owner, checked = _reader(token), time.monotonic()
 
 
 def _serve(ws: Server, shared: SharedSocket) -> None:
-    since = _authenticate(ws)
+    token, since = _credentials(ws)
+    owner = _reader(token)
+    since = None if since is None else _event_id(since)
     bus = fanout.bus()
     try:
         subscriber = bus.subscribe(timeout=current_app.config["DB_CONNECT_TIMEOUT"] * 2)
@@ -155,7 +170,7 @@ def _serve(ws: Server, shared: SharedSocket) -> None:
         if since is None:  # live only: from what is committed now, not what the bus has seen
             with bus.engine.connect() as connection:
                 since = events.last_event_id(connection)
-        _stream(ws, subscriber, _replay(ws, bus, subscriber, since))
+        _stream(ws, subscriber, _replay(ws, subscriber, since, owner), token, owner)
     finally:
         bus.unsubscribe(subscriber)
 

@@ -1,0 +1,191 @@
+"""Bench plumbing: a throwaway PostgreSQL database, gunicorn servers, wrk and RSS samples.
+
+Nothing here knows what is benchmarked; `run.py` (and the other bench scripts)
+compose these pieces. Every server runs the production `gunicorn.conf.py`
+(settings through its environment variables) on a free port with
+`--no-control-socket`, so several can run side by side with the test suites.
+"""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from sqlalchemy.engine import URL, make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+ADMIN = ("bench-admin", "bench-admin-password")
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Database:
+    """A database created for this run on the server of `admin_url`, dropped by `drop()`."""
+
+    def __init__(self, admin_url: str = DEFAULT_ADMIN_URL) -> None:
+        self.admin: URL = make_url(admin_url)
+        self.name = f"incident_rpc_bench_{secrets.token_hex(4)}"
+        self.url = self.admin.set(drivername="postgresql+psycopg2", database=self.name)
+
+    def _connect(self, database: str | None) -> Any:
+        return psycopg2.connect(
+            host=self.admin.host or "127.0.0.1", port=self.admin.port or 5432,
+            user=self.admin.username, password=self.admin.password,
+            dbname=database or self.admin.database or "postgres", connect_timeout=5,
+        )  # fmt: skip
+
+    def connect(self) -> Any:
+        """A plain psycopg2 connection to the bench database."""
+        return self._connect(self.name)
+
+    def _admin(self, sql: str) -> None:
+        connection = self._connect(None)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+        connection.close()
+
+    def create(self) -> "Database":
+        self._admin(f'CREATE DATABASE "{self.name}"')
+        return self
+
+    def drop(self) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.url.render_as_string(hide_password=False)
+
+
+class Gunicorn:
+    """`gunicorn <app>` with the production config, on a free port of 127.0.0.1."""
+
+    def __init__(self, app: str, env: dict[str, str], ready_path: str) -> None:
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ready_path = ready_path
+        self.env = {**os.environ, **env, "GUNICORN_BIND": f"127.0.0.1:{self.port}"}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> "Gunicorn":
+        config = ROOT / "gunicorn.conf.py"
+        if self.env.get("GUNICORN_WORKER_CLASS", "").startswith("gevent"):
+            config = BENCH / "gunicorn_gevent.conf.py"  # the production one + psycogreen
+        command = [sys.executable, "-m", "gunicorn", "-c", str(config), "--no-control-socket"]
+        self.process = subprocess.Popen([*command, self.app], cwd=ROOT, env=self.env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.app} exited with {self.process.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as response:
+                    if response.status == 200 and len(self.workers()) >= self.worker_count:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"{self.app} was not ready within {timeout} s")
+
+    @property
+    def worker_count(self) -> int:
+        return int(self.env.get("WEB_CONCURRENCY", os.cpu_count() or 2))
+
+    def workers(self) -> list[int]:
+        """The worker processes' ids (the master's children)."""
+        assert self.process is not None
+        pid = self.process.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except FileNotFoundError:
+            return []
+        return [int(child) for child in children]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def post(self, path: str, body: Any) -> Any:
+        request = urllib.request.Request(
+            self.url + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            return json.load(error)
+
+
+def wrk(url: str, body: Any, connections: int, seconds: int) -> dict[str, float]:
+    """POST `body` to `url` from `connections` keep-alive connections for `seconds`."""
+    command = [
+        "wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+        "-s", str(BENCH / "post.lua"), url, "--", json.dumps(body),
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    for line in output.splitlines():
+        if line.startswith("BENCH "):
+            return json.loads(line[len("BENCH ") :])
+    raise RuntimeError(f"wrk printed no result:\n{output}")
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (or `VmHWM`, its peak so far) in KiB; 0 once gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+class RssSampler:
+    """Samples the RSS of some processes every `interval` seconds, in a thread."""
+
+    def __init__(self, pids: list[int], interval: float = 0.02) -> None:
+        self.pids = pids
+        self.interval = interval
+        self.peak = {pid: rss_kib(pid) for pid in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            for pid in self.pids:
+                self.peak[pid] = max(self.peak[pid], rss_kib(pid))
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def instance_dir() -> str:
+    return tempfile.mkdtemp(prefix="incident_rpc_bench_")

@@ -1,0 +1,30 @@
+"""Who may read which incident: the one rule that every reading path applies.
+
+Admins and agents read every incident; a reporter (a person, or an API key with
+that role) reads only the incidents it created. Whatever a caller may not read
+is answered as if it did not exist (404), so ids reveal nothing. The actions
+(`find`, `get_all`, comments, history), the legacy list and the live channel all
+go through the functions below, and they all derive from `confined_to`.
+"""
+
+from sqlalchemy import Select
+
+from .auth import Caller
+from .models import Incident, Role
+
+
+def confined_to(caller: Caller) -> str | None:
+    """The creator whose incidents alone this caller may read; None: every incident."""
+    return None if caller.has_role(Role.agent) else caller.username
+
+
+def may_read(caller: Caller, created_by: str) -> bool:
+    """For one incident (or one event's `data`) already in hand."""
+    owner = confined_to(caller)
+    return owner is None or owner == created_by
+
+
+def readable(query: Select, caller: Caller) -> Select:
+    """`query` (over incidents) narrowed to what the caller may read, in SQL."""
+    owner = confined_to(caller)
+    return query if owner is None else query.where(Incident.created_by == owner)

@@ -1,0 +1,50 @@
+"""API keys for monitoring agents: create (shown once), list, revoke. Admins only.
+
+The key format, hashing and lookup live in `incident_rpc.keys`.
+"""
+
+from typing import Any
+
+from sqlalchemy import select
+
+from .. import keys
+from ..errors import NotFound
+from ..extensions import db
+from ..fields import identifier
+from ..models import ApiKey, Role, utcnow
+from ..rpc import Context, action
+from ..schemas import Params
+from ..team_schemas import KeyCreateParams, NoParams, key_out, keys_out, new_key_out
+
+
+class KeyIdParams(Params):
+    id = identifier(required=True)
+
+
+@action("key_create", params=KeyCreateParams(), role=Role.admin, output=new_key_out, status=201)
+def key_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """A new key; the answer is the only place the key itself ever appears."""
+    key, prefix, digest = keys.new_key()
+    row = ApiKey(
+        name=params["name"], role=params["role"], prefix=prefix, key_hash=digest,
+        created_by=ctx.actor, created_at=utcnow(),
+    )  # fmt: skip
+    db.session.add(row)
+    db.session.flush()
+    return {"id": row.id, "name": row.name, "role": row.role, "prefix": prefix, "key": key}
+
+
+@action("key_list", params=NoParams(), role=Role.admin, output=keys_out)
+def key_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return {"keys": list(db.session.scalars(select(ApiKey).order_by(ApiKey.id)))}
+
+
+@action("key_revoke", params=KeyIdParams(), role=Role.admin, output=key_out)
+def key_revoke(ctx: Context, params: dict[str, Any]) -> ApiKey:
+    """The key fails from the next request on; revoking it again changes nothing."""
+    row = db.session.get(ApiKey, params["id"])
+    if row is None:
+        raise NotFound(f"no API key with id {params['id']}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row

@@ -1,0 +1,56 @@
+"""User management for administrators: create, list, change role, disable, reset password."""
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from ..auth import hash_password
+from ..errors import Conflict, NotFound
+from ..extensions import db
+from ..models import Role, User
+from ..rpc import Context, action
+from ..team_schemas import NoParams, UserCreateParams, UserUpdateParams, user_out, users_out
+from .users import add_user
+
+
+@action("user_create", params=UserCreateParams(), role=Role.admin, output=user_out, status=201)
+def user_create(ctx: Context, params: dict[str, Any]) -> User:
+    return add_user(params["username"], params["password"], params["role"])
+
+
+@action("user_list", params=NoParams(), role=Role.admin, output=users_out)
+def user_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return {"users": list(db.session.scalars(select(User).order_by(User.username)))}
+
+
+@action("user_update", params=UserUpdateParams(), role=Role.admin, output=user_out)
+def user_update(ctx: Context, params: dict[str, Any]) -> User:
+    """Change role, disable or enable, reset the password.
+
+    Disabling and a new password end the user's sessions. The epoch moves on
+    disabling too, so that enabling the user again does not revive old tokens.
+    """
+    user = db.session.scalar(select(User).where(User.username == params["username"]))
+    if user is None:
+        raise NotFound(f"no user named {params['username']!r}")
+    keep_an_admin(user, params)
+    revoke = "password" in params or (params.get("disabled") and not user.disabled)
+    user.role = params.get("role", user.role)
+    user.disabled = params.get("disabled", user.disabled)
+    if "password" in params:
+        user.password_hash = hash_password(params["password"])
+    if revoke:
+        user.session_epoch += 1
+    return user
+
+
+def keep_an_admin(user: User, params: dict[str, Any]) -> None:
+    """Refuse the change that would leave no active administrator to undo it."""
+    demoted = params.get("role", Role.admin) != Role.admin or params.get("disabled") is True
+    if user.role != Role.admin or user.disabled or not demoted:
+        return
+    others = select(func.count(User.id)).where(
+        User.role == Role.admin, User.disabled.is_(False), User.id != user.id
+    )
+    if not db.session.scalar(others):
+        raise Conflict("that would leave no active administrator")

@@ -1,0 +1,148 @@
+"""The /rpc route: one command, a batch of commands, or JSON-RPC 2.0 (contract section 8).
+
+- An object is one command and gets its envelope; with a `jsonrpc` member it is a
+  JSON-RPC request (jsonrpc.py) and gets a JSON-RPC response.
+- An array is a batch: every element runs on its own through `rpc.execute`, and
+  the answers come back in order with HTTP 200. JSON-RPC notifications add
+  nothing to the array; a batch with nothing to answer is a 204. An empty batch
+  is a 400; more than MAX_BATCH elements a 413.
+- The batch runs in one database transaction, committed once at the end, and the
+  session joins it so that each command's own commit or rollback (the
+  dispatcher's, or a handler's) only releases or rolls back a savepoint: an
+  element that fails is undone alone, and a batch of 1,000 pays for one durable
+  commit instead of 1,000. If that commit fails (the database went away), nothing
+  of the batch is kept and it runs again with one transaction per element, so
+  the answers always describe what is stored.
+- Nothing inside an unparseable body, `[]` or `[1]` says which dialect its sender
+  speaks: `Content-Type: application/json-rpc` says JSON-RPC for the whole body,
+  and an unparseable body that mentions "jsonrpc" gets JSON-RPC's parse error.
+
+JSON-RPC answers are HTTP 200 (204 when there is nothing to answer); only the
+refusals that come before any element is read (body or batch too large) are 413.
+"""
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
+
+from . import jsonrpc, rpc
+from .errors import BadRequest, InvalidJSON, PayloadTooLarge, envelope
+from .extensions import db
+from .rpc import POST_ONLY, Batch, bearer_token, execute, parse_json, respond
+
+bp = Blueprint("endpoint", __name__)
+_OPTIONS = {"expire_on_commit": False}  # as db.session's own (extensions.py)
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+@bp.route("/rpc", **POST_ONLY)
+def rpc_endpoint() -> Response:
+    raw = request.get_data(cache=False)
+    jsonrpc_only = request.mimetype == "application/json-rpc"
+    try:
+        body = parse_json(raw)
+    except InvalidJSON:
+        if jsonrpc_only or b'"jsonrpc"' in raw:
+            return _json(jsonrpc.error(jsonrpc.PARSE_ERROR))
+        raise
+    if isinstance(body, list):
+        return _batch(body, bearer_token(), jsonrpc_only)
+    if jsonrpc_only or jsonrpc.speaks_jsonrpc(body):
+        response = jsonrpc.answer(body, bearer_token())
+        return Response(status=204) if response is None else _json(response)
+    return respond(execute(body, None, bearer_token()))
+
+
+def _batch(items: list[Any], token: str | None, jsonrpc_only: bool) -> Response:
+    speaks_jsonrpc = jsonrpc_only or any(map(jsonrpc.speaks_jsonrpc, items))
+    if not items:
+        if jsonrpc_only:  # the specification's answer to `[]`
+            return _json(jsonrpc.error(jsonrpc.INVALID_REQUEST))
+        raise BadRequest("a batch needs at least one command")
+    limit = current_app.config["MAX_BATCH"]
+    if len(items) > limit:
+        message = f"a batch holds at most {limit} commands, not {len(items)}"
+        if not speaks_jsonrpc:
+            raise PayloadTooLarge(message)
+        refusal = envelope(False, PayloadTooLarge.status, error=message)
+        return _json(jsonrpc.error(jsonrpc.INVALID_REQUEST, data=refusal), PayloadTooLarge.status)
+    batch = Batch()
+    try:
+        with _one_transaction() as connection:
+            answers = _run_all(items, token, jsonrpc_only, batch, connection)
+    except Exception:  # the batch's commit failed, so nothing of it was kept
+        answers = _run_all(items, token, jsonrpc_only, Batch(callers=batch.callers))
+    return _json(answers) if answers else Response(status=204)
+
+
+@contextmanager
+def _one_transaction() -> Iterator[Connection]:
+    """Give `db.session` to one transaction that only this function commits.
+
+    The session joins it in "create_savepoint" mode (SQLAlchemy's recipe for
+    joining an external transaction), so `db.session.commit()` and `rollback()`
+    act on a savepoint, whoever calls them. A plain Session: Flask-SQLAlchemy's
+    own would pick the engine over the connection it is given.
+    """
+    connection = db.engine.connect()
+    try:
+        outer = connection.begin()
+        db.session.remove()
+        joined = Session(connection, join_transaction_mode="create_savepoint", **_OPTIONS)
+        db.session.registry.set(joined)
+        yield connection
+        db.session.remove()
+        outer.commit()
+    finally:
+        db.session.remove()
+        connection.close()  # rolls back whatever was not committed
+
+
+def _run_all(
+    items: list[Any],
+    token: str | None,
+    jsonrpc_only: bool,
+    batch: Batch,
+    shared: Connection | None = None,
+) -> list[Any]:
+    """Every element's answer, in order (none for JSON-RPC notifications).
+
+    In the shared transaction, consecutive commands of an action with a `many`
+    handler (e.g. a burst of creates) run together (`rpc.execute_many`); gives up
+    when the shared connection is lost.
+    """
+    requests = [
+        jsonrpc.read(i) if jsonrpc_only or jsonrpc.speaks_jsonrpc(i) else None for i in items
+    ]
+    commands = [
+        item if request is None else request.command
+        for request, item in zip(requests, items, strict=True)
+    ]
+    outcomes: list[Any] = []
+    while len(outcomes) < len(commands):
+        if shared is not None and shared.invalidated:
+            raise ConnectionError("the batch's database connection was lost")
+        start = len(outcomes)
+        action = rpc.runs_together(commands[start]) if shared is not None else None
+        end = start + 1
+        while action and end < len(commands) and rpc.runs_together(commands[end]) == action:
+            end += 1
+        if action:
+            outcomes.extend(rpc.execute_many(commands[start:end], token, batch))
+        elif requests[start] is not None and commands[start] is None:
+            outcomes.append(None)  # answered by the request's own error
+        else:
+            outcomes.append(execute(commands[start], None, token, batch))
+    answers = [
+        outcome if request is None else jsonrpc.respond(request, outcome)
+        for request, outcome in zip(requests, outcomes, strict=True)
+    ]
+    return [answer for answer in answers if answer is not None]

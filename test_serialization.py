@@ -1,0 +1,52 @@
+"""The fast output schemas (`FlatOut`) dump exactly what plain marshmallow dumps."""
+
+from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from marshmallow import Schema
+
+from incident_rpc import legacy
+from incident_rpc.models import Incident, Severity, Status
+from incident_rpc.schemas import FlatOut, IncidentOut, incident_page_out
+
+NOW = datetime(2026, 5, 17, 18, 30, 0, 123456, tzinfo=UTC)
+
+
+def incidents() -> list[Any]:
+    full = Incident(
+        id=7, title="Server down", description="Scooter 875643 offline", status="processing",
+        severity="critical", source="monitoring", details={"scooter": 875643, "tags": ["a"]},
+        created_by="admin", created_at=NOW, updated_at=NOW + timedelta(seconds=5),
+        resolved_at=NOW.astimezone(timezone(timedelta(hours=3))), resolved_by="agent",
+        resolution="rebooted", version=3,
+    )  # fmt: skip
+    bare = Incident(
+        id=2**63 - 1, title=None, description="x", status=Status.new, severity=Severity.medium,
+        source="unknown", details=None, created_by="bench", created_at=NOW, updated_at=NOW,
+        resolved_at=None, resolved_by=None, resolution=None, version=1,
+    )  # fmt: skip
+    row = SimpleNamespace(**{name: getattr(full, name) for name in IncidentOut().fields})
+    return [full, bare, row]
+
+
+def plain(schema: type[FlatOut]) -> Schema:
+    """The same declared fields on an ordinary marshmallow schema."""
+    return type("Plain" + schema.__name__, (Schema,), dict(schema._declared_fields))()
+
+
+@pytest.mark.parametrize("schema", [IncidentOut, legacy.IncidentOut])
+def test_dumps_like_marshmallow(schema: type[FlatOut]) -> None:
+    objects = incidents()
+    for obj in objects:
+        assert schema().dump(obj) == plain(schema).dump(obj)
+    assert schema().dump(objects, many=True) == plain(schema).dump(objects, many=True)
+    assert schema(many=True).dump(objects) == plain(schema).dump(objects, many=True)
+
+
+def test_nested_pages_use_the_same_fields() -> None:
+    objects = incidents()
+    page = incident_page_out.dump({"incidents": objects, "next_cursor": (NOW, 7)})
+    assert page["incidents"] == plain(IncidentOut).dump(objects, many=True)
+    assert isinstance(page["next_cursor"], str)
