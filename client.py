@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A small client for incident_rpc: a library and a command line.
 
-It imports nothing from the service, only `requests`: it is what any user would write.
+It imports nothing from the service, only `requests` (and `websocket-client` for
+`watch`): it is what any user would write.
 
     python client.py login admin            # asks for the password, keeps the token
     python client.py create "Scooter 875643 offline" --source monitoring --severity high
@@ -10,6 +11,7 @@ It imports nothing from the service, only `requests`: it is what any user would 
     python client.py update 7 --status processing
     python client.py resolve 7 --resolution "rebooted"
     python client.py demo                   # create -> update -> list, like the old demo
+    python client.py watch --since 0        # print change events as they arrive
 
 The server is INCIDENT_RPC_URL (default http://127.0.0.1:8000); the token comes from
 INCIDENT_RPC_TOKEN or the file written by `login` (~/.config/incident_rpc/token).
@@ -21,7 +23,9 @@ import argparse
 import getpass
 import json
 import os
+import struct
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +125,73 @@ def run_demo(client: Client) -> None:
     print("resolved  ", _row(resolved))
 
 
+RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)  # seconds, after drops in a row; the last repeats
+SILENCE = 60  # seconds without even a ping (the server pings every 25): the link is dead
+
+
+def websocket_url(url: str, since: int | None) -> str:
+    """http://host:8000 -> ws://host:8000/ws?since=N (https -> wss)."""
+    base = "ws" + url[len("http") :] if url.startswith("http") else url
+    return f"{base}/ws" + (f"?since={since}" if since is not None else "")
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    incident = event.get("data") or {}
+    title = incident.get("title") or incident.get("description") or ""
+    return (
+        f"{event.get('at')}  event #{event['id']:<6} {event.get('type', ''):<9} "
+        f"incident #{incident.get('id')} [{incident.get('status')}] {title[:50]}  "
+        f"by {event.get('actor')}"
+    )
+
+
+def _follow(ws: Any, as_json: bool, since: int | None) -> tuple[int | None, int | None, str]:
+    """Print events until the socket ends: (last id seen, close code or None, reason)."""
+    import websocket
+
+    while True:
+        frame = ws.recv_frame()  # raw frames: a close is read even if the peer is gone
+        if frame.opcode == websocket.ABNF.OPCODE_PING:
+            ws.pong(frame.data)
+        elif frame.opcode == websocket.ABNF.OPCODE_TEXT:
+            event = json.loads(frame.data)
+            print(json.dumps(event) if as_json else _event_line(event), flush=True)
+            since = event["id"]
+        elif frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+            code = struct.unpack("!H", frame.data[:2])[0] if len(frame.data) >= 2 else None
+            return since, code, frame.data[2:].decode("utf-8", "replace")
+
+
+def watch(url: str, token: str | None, since: int | None = None, as_json: bool = False) -> None:
+    """Print change events as they arrive; after a drop, reconnect with since=<last id seen>,
+    so that nothing is missed and nothing shown twice. Stops on Ctrl-C or a refused token."""
+    import websocket  # websocket-client: only this command needs it
+
+    drops = 0
+    try:
+        while True:
+            seen = since
+            try:
+                ws = websocket.create_connection(websocket_url(url, since), timeout=SILENCE)
+                try:
+                    ws.send(json.dumps({"token": token}))  # not in the URL, which logs keep
+                    since, code, reason = _follow(ws, as_json, since)
+                finally:
+                    ws.shutdown()
+            except (OSError, websocket.WebSocketException) as error:
+                code, reason = None, f"{type(error).__name__}: {error}".rstrip(": ")
+            if code == 1008:  # policy violation: the token is missing, bad or expired
+                raise ApiError(401, reason, {})
+            drops = 0 if since != seen else drops + 1
+            delay = RECONNECT_DELAYS[min(drops, len(RECONNECT_DELAYS) - 1)]
+            where = f"since={since}" if since is not None else "live events"
+            print(f"-- {reason or 'disconnected'}; reconnecting ({where}) in {delay} s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            time.sleep(delay)
+    except KeyboardInterrupt:
+        return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=os.environ.get("INCIDENT_RPC_URL", DEFAULT_URL))
@@ -148,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     resolve.add_argument("id", type=int)
     resolve.add_argument("--resolution")
     commands.add_parser("demo", help="create -> update -> list -> resolve")
+    watching = commands.add_parser("watch", help="print change events as they arrive")
+    watching.add_argument("--since", type=int, help="first replay the events after this id")
     return parser
 
 
@@ -176,6 +249,8 @@ def dispatch(args: argparse.Namespace, client: Client) -> Any:
         return client.update(args.id, **_fields(args, names))
     if args.command == "resolve":
         return client.resolve(args.id, args.resolution)
+    if args.command == "watch":
+        return watch(client.url, client.token, args.since, args.json)
     return run_demo(client)
 
 
