@@ -27,7 +27,7 @@ holes are harmless, since nobody waits for a missing id. See docs/events.md.
 import json
 from typing import Any
 
-from sqlalchemy import Connection, event, func, select
+from sqlalchemy import Connection, event, func, select, text
 from sqlalchemy.orm import Session
 
 from .extensions import db
@@ -40,6 +40,7 @@ ORDER_LOCK_KEY = 0x1C1DE48  # advisory lock: any constant shared by every instan
 PENDING = "incident_rpc.events_pending"  # session.info: events to write at commit
 RECORDED = "incident_rpc.events_recorded"  # session.info: read by the doorbell (fanout.py)
 _timestamp = Timestamp()
+Item = tuple[int, str | None, str]  # (event id, the incident's creator, message)
 
 
 def record(kind: str, incident: Incident, actor: str, changes: dict[str, Any] | None = None):
@@ -73,9 +74,39 @@ def write_pending(session: Session) -> list[Event]:
     session.add_all(pending)
     session.flush()  # draws the ids now, under the lock, in the order recorded
     if postgres:
-        session.execute(select(func.pg_notify(CHANNEL, str(pending[-1].id))))
+        session.execute(
+            _NOTIFY, {"channel": CHANNEL, "first": pending[0].id, "body": _body(pending)}
+        )
     session.info[RECORDED] = True
     return pending
+
+
+# The notification is "<id of the event before these> <body>": a listener whose last id
+# is that first number may take the events from the body; any other listener reads the
+# table. Under the ordering lock, that previous id is final.
+_NOTIFY = text(
+    "SELECT pg_notify(:channel,"
+    " (SELECT coalesce(max(id), 0) FROM events WHERE id < :first)::text || ' ' || :body)"
+)
+_NOTIFY_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes and more
+
+
+def _body(pending: list[Event]) -> str:
+    items = [[e.id, e.data.get("created_by"), message(e)] for e in pending]
+    body = json.dumps({"last": pending[-1].id, "events": items}, ensure_ascii=False)
+    if len(body.encode()) < _NOTIFY_LIMIT:
+        return body
+    return json.dumps({"last": pending[-1].id})  # too big to carry: read them from the table
+
+
+def parse_notification(payload: str) -> tuple[int, int, list[Item]]:
+    """(previous id, last id, the events if carried) of a notification; ValueError if odd."""
+    previous, _, body = payload.partition(" ")
+    notice = json.loads(body)
+    if not isinstance(notice, dict):
+        raise ValueError("not an events notification")
+    items = [(int(item[0]), item[1], str(item[2])) for item in notice.get("events", [])]
+    return int(previous), int(notice["last"]), items
 
 
 def _forget_pending(session: Session) -> None:
@@ -103,7 +134,6 @@ def message(row: Any) -> str:
 
 
 _COLUMNS = (Event.id, Event.type, Event.at, Event.actor, Event.data)
-Item = tuple[int, str | None, str]  # (event id, the incident's creator, message)
 
 
 def read_after(connection: Connection, last_id: int, limit: int) -> list[Item]:

@@ -1,11 +1,14 @@
 """Fan-out: one listener per worker process pushes new events to its subscribers.
 
-The event table is the truth; a doorbell only says "look now". The listener
-reads `id > last_id ORDER BY id` whenever the doorbell rings, and every
-`EVENTS_POLL_INTERVAL` seconds anyway, so a lost ring delays an event but never
-loses it. On PostgreSQL the doorbell is LISTEN/NOTIFY on a dedicated connection
-(it reaches every worker of every instance); on SQLite it is rung in-process by
-the session's commit (other workers of the same file find events by polling).
+The event table is the truth. The listener reads `id > last_id ORDER BY id`
+whenever its doorbell rings, and every `EVENTS_POLL_INTERVAL` seconds anyway, so
+a lost ring delays an event but never loses it. On PostgreSQL the doorbell is
+LISTEN/NOTIFY on a dedicated connection (it reaches every worker of every
+instance), and a notification also carries its events with the id of the event
+before them: when that id is the listener's last id, nothing can be missing and
+the events go out without a read (see `Bus._hear`). On SQLite the doorbell is
+rung in-process by the session's commit (other workers of the same file find
+events by polling).
 
 Each subscriber has a bounded queue that the listener only appends to, so a slow
 socket never stalls the listener or the other subscribers: when a queue is full
@@ -134,35 +137,58 @@ class Bus:
             if not self._ready.is_set():
                 self.last_id = events.last_event_id(connection)
                 self._ready.set()
+            self._catch_up(connection)
             while True:
-                self._catch_up(connection)
-                self._wait(connection)
+                if self.postgres:
+                    self._hear(connection)
+                else:
+                    self._doorbell.wait(self.poll_interval)
+                    self._doorbell.clear()
+                    self._catch_up(connection)
         finally:
             connection.close()  # detached: this really closes it
 
-    def _wait(self, connection: Connection) -> None:
-        if not self.postgres:
-            self._doorbell.wait(self.poll_interval)
-            self._doorbell.clear()
-            return
+    def _hear(self, connection: Connection) -> None:
+        """Wait for notifications (or the poll interval) and act on each, in order.
+
+        PostgreSQL delivers notifications in commit order, which the ordering lock
+        makes id order. A notification whose previous id is our last id proves that
+        nothing lies between: its events go out as they are. Anything else (a gap, a
+        body too big to carry, silence until the poll interval) reads the table.
+        """
         raw: Any = connection.connection.dbapi_connection
-        select.select([raw], [], [], self.poll_interval)
+        if not select.select([raw], [], [], self.poll_interval)[0]:
+            self._catch_up(connection)  # the periodic poll: a lost ring only delays
+            return
         raw.poll()
-        raw.notifies.clear()  # the payloads are hints; the table says what is new
+        while raw.notifies:
+            payload = raw.notifies.pop(0).payload
+            try:
+                previous, last, items = events.parse_notification(payload)
+            except (ValueError, KeyError, IndexError, TypeError):
+                previous, last, items = -1, self.last_id + 1, []
+            if last <= self.last_id:
+                continue  # the table gave us these already
+            if previous == self.last_id and items:
+                self._publish(items)
+            else:
+                self._catch_up(connection)
 
     def _catch_up(self, connection: Connection) -> None:
         while True:
             batch = events.read_after(connection, self.last_id, PAGE)
             connection.rollback()
-            if not batch:
-                return
-            with self._lock:
-                self.last_id = batch[-1][0]
-                subscribers = list(self.subscribers)
-            for subscriber in subscribers:
-                subscriber.offer(batch)
+            if batch:
+                self._publish(batch)
             if len(batch) < PAGE:
                 return
+
+    def _publish(self, batch: Batch) -> None:
+        with self._lock:
+            self.last_id = batch[-1][0]
+            subscribers = list(self.subscribers)
+        for subscriber in subscribers:
+            subscriber.offer(batch)
 
 
 def _reader_engine(config: dict[str, Any]) -> Engine:
