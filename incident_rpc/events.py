@@ -38,7 +38,7 @@ from .schemas import incident_out
 CHANNEL = "incident_events"  # the PostgreSQL NOTIFY channel
 ORDER_LOCK_KEY = 0x1C1DE48  # advisory lock: any constant shared by every instance
 PENDING = "incident_rpc.events_pending"  # session.info: events to write at commit
-RECORDED = "incident_rpc.events_recorded"  # session.info: read by the doorbell (fanout.py)
+RECORDED = "incident_rpc.events_recorded"  # session.info: for local delivery (fanout.py)
 _timestamp = Timestamp()
 Item = tuple[int, str | None, str]  # (event id, the incident's creator, message)
 
@@ -63,7 +63,11 @@ def record(kind: str, incident: Incident, actor: str, changes: dict[str, Any] | 
 
 
 def write_pending(session: Session) -> list[Event]:
-    """The transaction's events, in order, under the ordering lock (at before_commit)."""
+    """The transaction's events, in order, under the ordering lock (at before_commit).
+
+    Leaves `session.info[RECORDED]` = (id of the event before these, their items),
+    for this process's own subscribers once the commit is done (fanout.py).
+    """
     pending = session.info.pop(PENDING, None)
     if not pending:
         return []
@@ -73,11 +77,14 @@ def write_pending(session: Session) -> list[Event]:
         session.execute(select(func.pg_advisory_xact_lock(ORDER_LOCK_KEY)))
     session.add_all(pending)
     session.flush()  # draws the ids now, under the lock, in the order recorded
+    items = [(e.id, e.data.get("created_by"), message(e)) for e in pending]
     if postgres:
-        session.execute(
-            _NOTIFY, {"channel": CHANNEL, "first": pending[0].id, "body": _body(pending)}
-        )
-    session.info[RECORDED] = True
+        values = {"channel": CHANNEL, "first": pending[0].id, "body": _body(items)}
+        previous = session.execute(_NOTIFY, values).scalar_one()
+    else:
+        before = select(func.coalesce(func.max(Event.id), 0)).where(Event.id < pending[0].id)
+        previous = session.execute(before).scalar_one()
+    session.info[RECORDED] = (previous, items)
     return pending
 
 
@@ -85,18 +92,17 @@ def write_pending(session: Session) -> list[Event]:
 # is that first number may take the events from the body; any other listener reads the
 # table. Under the ordering lock, that previous id is final.
 _NOTIFY = text(
-    "SELECT pg_notify(:channel,"
-    " (SELECT coalesce(max(id), 0) FROM events WHERE id < :first)::text || ' ' || :body)"
+    "SELECT previous, pg_notify(:channel, previous::text || ' ' || :body)"
+    " FROM (SELECT coalesce(max(id), 0) AS previous FROM events WHERE id < :first) AS before"
 )
 _NOTIFY_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes and more
 
 
-def _body(pending: list[Event]) -> str:
-    items = [[e.id, e.data.get("created_by"), message(e)] for e in pending]
-    body = json.dumps({"last": pending[-1].id, "events": items}, ensure_ascii=False)
+def _body(items: list[Item]) -> str:
+    body = json.dumps({"last": items[-1][0], "events": items}, ensure_ascii=False)
     if len(body.encode()) < _NOTIFY_LIMIT:
         return body
-    return json.dumps({"last": pending[-1].id})  # too big to carry: read them from the table
+    return json.dumps({"last": items[-1][0]})  # too big to carry: read them from the table
 
 
 def parse_notification(payload: str) -> tuple[int, int, list[Item]]:

@@ -10,17 +10,15 @@ the events go out without a read (see `Bus._hear`). On SQLite the doorbell is
 rung in-process by the session's commit (other workers of the same file find
 events by polling).
 
-Each subscriber has a bounded queue that the listener only appends to, so a slow
-socket never stalls the listener or the other subscribers: when a queue is full
-the subscriber is marked `overflowed`, gets nothing more, and its socket is
-closed with the id to resume from.
+The listener never waits for a socket: it writes to idle ones without waiting
+and queues the rest (subscriber.py), so a slow socket never stalls it or the
+other subscribers.
 """
 
 import logging
 import select
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
@@ -29,52 +27,11 @@ from sqlalchemy.orm import Session
 
 from . import events
 from .database import engine_options
+from .subscriber import Batch, Subscriber, framed
 
 log = logging.getLogger("incident_rpc")
 PAGE = 500  # events per read
 SQLITE_POLL_INTERVAL = 0.2  # seconds; a local B-tree lookup
-Batch = list[events.Item]  # in id order
-
-
-class Subscriber:
-    """One socket's view of the bus: a bounded queue filled by the listener."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.overflowed = False
-        self.going_away = False
-        self._queue: deque[events.Item] = deque()
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-
-    def offer(self, batch: Batch) -> None:
-        """Called by the listener; never blocks on the socket."""
-        with self._lock:
-            if self.overflowed:
-                return
-            if len(self._queue) + len(batch) > self.capacity:
-                self.overflowed = True
-            else:
-                self._queue.extend(batch)
-        self._ready.set()
-
-    def take(self, timeout: float | None) -> Batch:
-        """Everything queued so far; waits up to `timeout` when there is nothing."""
-        self._ready.wait(timeout)
-        with self._lock:
-            self._ready.clear()
-            batch = list(self._queue)
-            self._queue.clear()
-        return batch
-
-    def restart(self) -> None:
-        """Forget the queue and the overflow: the caller re-reads the log instead."""
-        with self._lock:
-            self._queue.clear()
-            self.overflowed = False
-
-    def wake(self) -> None:
-        self._ready.set()
 
 
 class Bus:
@@ -90,7 +47,7 @@ class Bus:
         self.capacity = config["EVENTS_QUEUE_SIZE"]
         self.last_id = 0
         self.subscribers: set[Subscriber] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._doorbell = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="incident-events", daemon=True)
@@ -168,27 +125,34 @@ class Bus:
             except (ValueError, KeyError, IndexError, TypeError):
                 previous, last, items = -1, self.last_id + 1, []
             if last <= self.last_id:
-                continue  # the table gave us these already
-            if previous == self.last_id and items:
-                self._publish(items)
-            else:
+                continue  # the table, or the committing worker, gave us these already
+            if not (items and self.publish_after(previous, framed(items))):
                 self._catch_up(connection)
 
     def _catch_up(self, connection: Connection) -> None:
         while True:
-            batch = events.read_after(connection, self.last_id, PAGE)
+            items = events.read_after(connection, self.last_id, PAGE)
             connection.rollback()
-            if batch:
-                self._publish(batch)
-            if len(batch) < PAGE:
+            if items:
+                self._publish(framed(items))
+            if len(items) < PAGE:
                 return
 
-    def _publish(self, batch: Batch) -> None:
+    def publish_after(self, previous: int, batch: Batch) -> bool:
+        """Publish `batch` if it follows on from the last event published; else False."""
         with self._lock:
-            self.last_id = batch[-1][0]
-            subscribers = list(self.subscribers)
-        for subscriber in subscribers:
-            subscriber.offer(batch)
+            if previous != self.last_id:
+                return False
+            self._publish(batch)
+            return True
+
+    def _publish(self, batch: Batch) -> None:
+        """Under the lock, so that two publishers (the listener, a committing request)
+        never hand a subscriber batches out of order. Offering never waits."""
+        with self._lock:
+            self.last_id = max(self.last_id, batch[-1][0])
+            for subscriber in self.subscribers:
+                subscriber.offer(batch)
 
 
 def _reader_engine(config: dict[str, Any]) -> Engine:
@@ -219,15 +183,24 @@ def close_all() -> None:
         running.close_all()
 
 
-def _ring_after_commit(session: Session) -> None:
-    if session.info.pop(events.RECORDED, False) and has_app_context():
-        running = _buses.get(id(current_app._get_current_object()))  # type: ignore[attr-defined]
-        if running is not None and not running.postgres:
-            running.ring()
+def _deliver_after_commit(session: Session) -> None:
+    """The committing worker hands its own subscribers the events at once, instead of
+    waiting for its listener to hear of them; the listener then skips them. Not for a
+    session joined to a batch's transaction: its "commit" is only a savepoint's."""
+    recorded = session.info.pop(events.RECORDED, None)
+    if recorded is None or not has_app_context():
+        return
+    running = _buses.get(id(current_app._get_current_object()))  # type: ignore[attr-defined]
+    bind = session.get_bind()
+    if running is None or (isinstance(bind, Connection) and bind.in_transaction()):
+        return
+    previous, items = recorded
+    if not running.publish_after(previous, framed(items)) and not running.postgres:
+        running.ring()  # something came between: the listener reads the table
 
 
 # On the Session class, like events.py's hooks: also the sessions a batch joins.
-event.listen(Session, "after_commit", _ring_after_commit)
+event.listen(Session, "after_commit", _deliver_after_commit)
 
 
 def init_app(app: Flask) -> None:

@@ -12,6 +12,7 @@ a stopping worker closes with 1001 the same way.
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from . import access, events, fanout
 from .auth import authenticate
 from .errors import classify
 from .extensions import db, sock
+from .subscriber import Subscriber, text_frame
 
 log = logging.getLogger("incident_rpc")
 bp = Blueprint("events", __name__)
@@ -62,6 +64,19 @@ class SharedSocket:
             self._raw.sendall(data)
         return len(data)
 
+    def send_nowait(self, data: bytes) -> int:
+        """What the kernel takes at once (the bus's listener must never wait on us).
+        The descriptor is non-blocking under gevent, and under threads once a timeout
+        is set, so a plain write returns at once."""
+        if not self._lock.acquire(blocking=False):
+            return 0  # a ping or another frame is going out: queue instead
+        try:
+            return os.write(self._raw.fileno(), data)
+        except BlockingIOError:
+            return 0
+        finally:
+            self._lock.release()
+
     def close(self) -> None:
         self._raw.close()
         self.released.set()
@@ -77,6 +92,14 @@ class SharedSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._raw, name)
+
+
+@bp.before_request
+def without_compression() -> None:
+    """Refuse permessage-deflate (by not seeing the offer): compressing the same small
+    message once per socket costs more CPU than it saves bytes, and without it every
+    socket can take the same ready-made frame."""
+    request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
 def _event_id(value: Any) -> int:
@@ -114,46 +137,39 @@ def _reader(token: Any) -> str | None:
         db.session.remove()  # hold no connection (nor SQLite's write lock) while streaming
 
 
-def _send(ws: Server, batch: list[events.Item], position: int, owner: str | None) -> int:
-    """Send what is new and readable; the new position (the last id looked at)."""
-    for event_id, creator, text in batch:
-        if event_id > position:
-            if owner is None or creator == owner:
-                ws.send(text)
-            position = event_id
-    return position
-
-
-def _replay(ws: Server, subscriber: fanout.Subscriber, position: int, owner: str | None) -> int:
+def _replay(ws: Server, shared: SharedSocket, subscriber: Subscriber, position: int,
+            owner: str | None) -> int:  # fmt: skip
     """Send the log after `position` until caught up; the position reached."""
     bus = fanout.bus()
     while True:
         with bus.engine.connect() as connection:
             page = events.read_after(connection, position, fanout.PAGE)
-        position = _send(ws, page, position, owner)
+        if not ws.connected:
+            raise ConnectionClosed(ws.close_reason, ws.close_message)
+        for event_id, creator, text in page:
+            if owner is None or creator == owner:
+                shared.send(text_frame(text))
+            position = event_id
         if subscriber.overflowed:  # the live queue filled meanwhile: the log has it all
             subscriber.restart()
         elif len(page) < fanout.PAGE:
             return position
 
 
-def _stream(
-    ws: Server, subscriber: fanout.Subscriber, position: int, token: Any, owner: str | None
-) -> None:
+def _stream(ws: Server, subscriber: Subscriber, token: Any) -> None:
     """Live events until the socket ends; the token is checked again now and then."""
     config = current_app.config
     checked = time.monotonic()
     while ws.connected:
         wait = checked + config["EVENTS_REAUTH_INTERVAL"] - time.monotonic()
-        batch = subscriber.take(timeout=max(0.0, min(config["EVENTS_PING_INTERVAL"], wait)))
+        subscriber.pump(timeout=max(0.0, min(config["EVENTS_PING_INTERVAL"], wait)))
+        resume = f"resume with since={subscriber.position}"
         if subscriber.overflowed:
-            reason = f"too slow, events dropped; resume with since={position}"
-            raise Refusal(TRY_AGAIN_LATER, reason)
+            raise Refusal(TRY_AGAIN_LATER, f"too slow, events dropped; {resume}")
         if subscriber.going_away:
-            raise Refusal(GOING_AWAY, f"server restarting; resume with since={position}")
-        position = _send(ws, batch, position, owner)
+            raise Refusal(GOING_AWAY, f"server restarting; {resume}")
         if wait <= 0:  # logged out, disabled, revoked or expired since: no more events
-            owner, checked = _reader(token), time.monotonic()
+            subscriber.owner, checked = _reader(token), time.monotonic()
 
 
 def _serve(ws: Server, shared: SharedSocket) -> None:
@@ -170,9 +186,14 @@ def _serve(ws: Server, shared: SharedSocket) -> None:
         if since is None:  # live only: from what is committed now, not what the bus has seen
             with bus.engine.connect() as connection:
                 since = events.last_event_id(connection)
-        _stream(ws, subscriber, _replay(ws, subscriber, since, owner), token, owner)
+        position = _replay(ws, shared, subscriber, since, owner)
+        subscriber.go_live(shared, owner, position)
+        _stream(ws, subscriber, token)
     finally:
+        rest = subscriber.retire()
         bus.unsubscribe(subscriber)
+        if rest:  # a frame the listener began: finish it before any close frame
+            shared.send(rest)
 
 
 def serve(ws: Server) -> None:
