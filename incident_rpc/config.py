@@ -45,7 +45,7 @@ class Config:
     MAX_BULK = _int("MAX_BULK", 10000)  # incidents one resolve_many/update_many may touch
     REQUEST_ID_TTL = _int("REQUEST_ID_TTL", 24 * 3600)  # seconds a request_id is remembered
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
-    # Teams and access (docs/teams.md).
+    # Teams and access (README, "Teams and access").
     REGISTRATION_ENABLED = _bool("REGISTRATION_ENABLED", False)  # `register` makes reporters
     LOGIN_THROTTLE_WINDOW = _int("LOGIN_THROTTLE_WINDOW", 300)  # seconds a count lives
     LOGIN_MAX_FAILURES = _int("LOGIN_MAX_FAILURES", 5)  # per username at one address; 0: off

@@ -21,7 +21,7 @@ way: it is taken once per transaction, after the row locks the handler needed
 and a batch of 1,000 creates costs one INSERT and one lock, not 1,000.
 
 A transaction that draws ids and then fails to commit leaves a hole in the ids;
-holes are harmless, since nobody waits for a missing id. See docs/events.md.
+holes are harmless, since nobody waits for a missing id. See the README, "Live change events".
 """
 
 import json
