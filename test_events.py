@@ -646,6 +646,29 @@ def test_an_event_without_a_notification_still_arrives(cluster, cluster_token, t
         ws.close()
 
 
+@pytest.mark.postgres
+def test_listeners_reconnect_and_catch_up_after_losing_their_connection(cluster, cluster_token):
+    since = last_logged_id(cluster[0].database_url)
+    sockets = [connect(server, cluster_token, since=since) for server in cluster for _ in range(2)]
+    time.sleep(0.5)  # every listener is up
+    engine = create_engine(cluster[0].database_url)
+    with engine.begin() as connection:
+        ended = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database()"
+                " AND application_name = 'incident_rpc events listener'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert ended >= 2  # at least one listener per instance
+    write_rounds(cluster[1], cluster_token, 2)
+    ids = logged_ids(cluster[0].database_url, since)
+    for ws in sockets:
+        assert [event["id"] for event in events_until(ws, ids[-1])] == ids
+        ws.close()
+
+
 class Background(threading.Thread):
     """A thread whose failure fails the test when joined."""
 

@@ -8,7 +8,9 @@ instance), and a notification also carries its events with the id of the event
 before them: when that id is the listener's last id, nothing can be missing and
 the events go out without a read (see `Bus._hear`). On SQLite the doorbell is
 rung in-process by the session's commit (other workers of the same file find
-events by polling).
+events by polling). Either way, right after a commit the committing worker hands
+its own subscribers the events itself (`_deliver_after_commit`), under the same
+"previous id" check, and its listener then skips them.
 
 The listener never waits for a socket: it writes to idle ones without waiting
 and queues the rest (subscriber.py), so a slow socket never stalls it or the
@@ -32,6 +34,7 @@ from .subscriber import Batch, Subscriber, framed
 log = logging.getLogger("incident_rpc")
 PAGE = 500  # events per read
 SQLITE_POLL_INTERVAL = 0.2  # seconds; a local B-tree lookup
+LISTENER_NAME = "incident_rpc events listener"  # its application_name in PostgreSQL
 
 
 class Bus:
@@ -78,9 +81,12 @@ class Bus:
     def _run(self) -> None:
         delay = 0.5
         while True:
+            started = time.monotonic()
             try:
                 self._listen()
             except Exception as error:  # the database went away: reconnect, then catch up
+                if time.monotonic() - started > 60:
+                    delay = 0.5  # it had been fine for a while: a new outage
                 log.warning("event listener: %s; reconnecting in %.1f s", error, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -89,7 +95,8 @@ class Bus:
         connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         connection.detach()  # never back to the pool: it is LISTENing
         try:
-            if self.postgres:
+            if self.postgres:  # named, so that operators can tell it in pg_stat_activity
+                connection.exec_driver_sql(f"SET application_name = '{LISTENER_NAME}'")
                 connection.exec_driver_sql(f"LISTEN {events.CHANNEL}")
             if not self._ready.is_set():
                 self.last_id = events.last_event_id(connection)

@@ -137,8 +137,9 @@ def _reader(token: Any) -> str | None:
         db.session.remove()  # hold no connection (nor SQLite's write lock) while streaming
 
 
-def _replay(ws: Server, shared: SharedSocket, subscriber: Subscriber, position: int,
-            owner: str | None) -> int:  # fmt: skip
+def _replay(
+    ws: Server, shared: SharedSocket, subscriber: Subscriber, position: int, owner: str | None
+) -> int:
     """Send the log after `position` until caught up; the position reached."""
     bus = fanout.bus()
     while True:
