@@ -16,7 +16,7 @@ from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import keys
+from . import keys, offload
 from .errors import BadCredentials, ExpiredToken, InvalidToken, MissingToken
 from .extensions import db
 from .models import Role, User
@@ -44,7 +44,7 @@ class Caller:
 
 
 def hash_password(password: str) -> str:
-    return generate_password_hash(password)
+    return offload.run(generate_password_hash, password)
 
 
 def _serializer() -> URLSafeTimedSerializer:
@@ -55,7 +55,7 @@ def login(username: str, password: str) -> User:
     """The user with these credentials, or BadCredentials (same time either way)."""
     user = db.session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     password_hash = user.password_hash if user else _DUMMY_HASH
-    if not check_password_hash(password_hash, password) or not user or user.disabled:
+    if not offload.run(check_password_hash, password_hash, password) or not user or user.disabled:
         raise BadCredentials()
     return user
 
