@@ -581,6 +581,38 @@ def test_resume_on_the_other_instance_after_a_drop_during_writes(cluster, cluste
     ws.close()
 
 
+@pytest.mark.postgres
+def test_queued_requests_leave_the_probes_and_the_channel_alone(postgres, tmp_path_factory):
+    """HTTP_CONCURRENCY=1 and its one slot taken by a create that waits for the ordering
+    lock (held here): another create waits its turn, the probes and the channel do not."""
+    from incident_rpc.extensions import db
+
+    server = Server(postgres.create(), tmp_path_factory.mktemp("instance"), workers=1,
+                    HTTP_CONCURRENCY="1").start()  # fmt: skip
+    try:
+        token = server.login()
+        app = in_process_app(server)
+        with app.app_context():
+            held = open_transaction_with_an_event("holds the ordering lock")
+            creates = [Background(write_rounds, server, token, 1) for _ in range(2)]
+            for create in creates:
+                create.start()
+            time.sleep(1)
+            assert all(create.is_alive() for create in creates)
+            assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+            ws = connect(server, token, since=held - 1)  # authenticates while they wait
+            db.session.commit()
+            for create in creates:
+                create.finish()
+            db.session.remove()
+            db.engine.dispose()
+        ids = logged_ids(server.database_url, held - 1)
+        assert [event["id"] for event in events_until(ws, ids[-1])] == ids
+        ws.close()
+    finally:
+        server.stop()
+
+
 def insert_quietly(database_url: str) -> None:
     """What events.write_pending writes, minus pg_notify: as if a notification were lost."""
     engine = create_engine(database_url)

@@ -11,6 +11,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment (`Config`), with `overrides` on top."""
     from . import (
         actions,  # noqa: F401  (importing it registers every action)
+        admission,
         alertmanager,
         cli,
         database,
@@ -37,6 +38,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=database.MIGRATIONS)
     sock.init_app(app)
+    admission.init_app(app)
     app.register_blueprint(rpc.bp)
     app.register_blueprint(endpoint.bp)
     app.register_blueprint(alertmanager.bp)
