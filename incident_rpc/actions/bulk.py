@@ -16,7 +16,7 @@ from ..extensions import db
 from ..models import Incident, Status, utcnow
 from ..rpc import Context, action
 from ..schemas import ResolveManyParams, UpdateManyParams, bulk_out
-from .incidents import EDITABLE, check_assignee
+from .incidents import apply_changes, check_assignee
 
 Skipped = list[dict[str, Any]]
 
@@ -88,21 +88,8 @@ def update_many(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     found, skipped = targets(params)
     changed, now = [], utcnow()
     for incident in found:
-        changes = {
-            name: [getattr(incident, name), params[name]]
-            for name in EDITABLE
-            if name in params and getattr(incident, name) != params[name]
-        }
-        if not changes:
+        if not apply_changes(incident, params, ctx.actor, now):
             skipped.append({"id": incident.id, "reason": "unchanged"})
             continue
-        for name, (_, new) in changes.items():
-            setattr(incident, name, new)
-        incident.updated_at = now
-        if "status" in changes:
-            completed = incident.status == Status.completed
-            incident.resolved_at = now if completed else None
-            incident.resolved_by = ctx.actor if completed else None
-        events.record("updated", incident, ctx.actor, changes)
         changed.append(incident.id)
     return _answer(changed, skipped)

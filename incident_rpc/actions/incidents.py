@@ -4,6 +4,7 @@ Handlers only: they receive validated parameters and the caller, change rows,
 record the event in the same transaction and return the object to dump.
 """
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, literal, select, tuple_
@@ -107,6 +108,28 @@ def get_all(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 EDITABLE = ("title", "description", "status", "severity", "source", "details", "assignee")
 
 
+def apply_changes(
+    incident: Incident, params: dict[str, Any], actor: str, now: datetime
+) -> dict[str, list[Any]]:
+    """Set the editable fields that differ and record an `updated` event; the changes."""
+    changes = {
+        name: [getattr(incident, name), params[name]]
+        for name in EDITABLE
+        if name in params and getattr(incident, name) != params[name]
+    }
+    if not changes:
+        return changes
+    for name, (_, new) in changes.items():
+        setattr(incident, name, new)
+    incident.updated_at = now
+    if "status" in changes:
+        completed = incident.status == Status.completed
+        incident.resolved_at = now if completed else None
+        incident.resolved_by = actor if completed else None
+    events.record("updated", incident, actor, changes)
+    return changes
+
+
 @action(
     "update", params=UpdateParams(), role="agent", output=incident_out,
     legacy_params=legacy.UpdateParams(), legacy_output=legacy.incident_out, changes=True,
@@ -120,22 +143,7 @@ def update(ctx: Context, params: dict[str, Any]) -> Incident:
         raise Conflict(
             f"incident {incident.id} is at version {incident.version}, not {params['version']}"
         )
-    changes = {
-        name: [getattr(incident, name), params[name]]
-        for name in EDITABLE
-        if name in params and getattr(incident, name) != params[name]
-    }
-    if not changes:
-        return incident
-    for name, (_, new) in changes.items():
-        setattr(incident, name, new)
-    now = utcnow()
-    incident.updated_at = now
-    if "status" in changes:
-        completed = incident.status == Status.completed
-        incident.resolved_at = now if completed else None
-        incident.resolved_by = ctx.actor if completed else None
-    events.record("updated", incident, ctx.actor, changes)
+    apply_changes(incident, params, ctx.actor, utcnow())
     return incident
 
 
