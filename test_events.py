@@ -479,6 +479,12 @@ def test_an_id_drawn_first_is_committed_first(single: Server, single_token: str,
     its id until T1 has ended, so ids become visible in order and none is skipped."""
     from incident_rpc.extensions import db
 
+    if single.database_url.startswith("sqlite"):
+        # What is under test is PostgreSQL's ordering lock. On SQLite, T2 waits inside
+        # sqlite3's busy handler, a C call that blocks its whole gevent worker, socket
+        # included, so the socket's fate depends on timing (seen once in CI); SQLite's
+        # order comes from BEGIN IMMEDIATE and the other tests here cover its delivery.
+        pytest.skip("PostgreSQL's ordering lock; SQLite serializes writers instead")
     since = last_logged_id(single.database_url)
     ws = connect(single, single_token, since=since)
     app = in_process_app(single)
