@@ -82,19 +82,20 @@ class UsersOut(Schema):
     users = fields.List(fields.Nested(UserOut))
 
 
-class NewKeyOut(Schema):
+class KeyFields(Schema):
+    """What every answer about a key shows."""
+
     id = fields.Integer()
     name = fields.String()
     role = fields.String()
     prefix = fields.String()
+
+
+class NewKeyOut(KeyFields):
     key = fields.String()  # the only time it is ever shown
 
 
-class KeyOut(Schema):
-    id = fields.Integer()
-    name = fields.String()
-    role = fields.String()
-    prefix = fields.String()
+class KeyOut(KeyFields):
     created_by = fields.String()
     created_at = Timestamp()
     last_used_at = Timestamp()  # to the minute
