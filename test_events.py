@@ -430,14 +430,15 @@ def test_client_watch_prints_events_and_resumes_after_a_restart(new_database_url
         since = last_logged_id(server.database_url)
         watcher = Watcher(server, token, "--since", str(since))
         first = server.rpc("create", token, expect=201, description="before the restart")
-        assert [event["data"] for event in watcher.events(1)] == [first["data"]]
+        received = watcher.events(1)
+        assert [event["data"] for event in received] == [first["data"]]
         server.stop()
         server.start()  # the same port and database
         second = server.rpc("create", token, expect=201, description="after the restart")
         assert [event["data"] for event in watcher.events(1)] == [second["data"]]
         status, stderr = watcher.stop()
         assert status == 0
-        assert f"reconnecting (since={since + 1})" in stderr
+        assert f"reconnecting (since={received[0]['id']})" in stderr
         assert watcher.lines.empty()  # nothing twice
     finally:
         server.stop()
@@ -458,7 +459,8 @@ def in_process_app(server: Server):
 
 
 def open_transaction_with_an_event(description: str) -> int:
-    """Create an incident and record its event, as `create` does, but do not commit yet."""
+    """Create an incident and write its event, as `create` does, but do not commit yet;
+    the event's id."""
     from incident_rpc import events
     from incident_rpc.extensions import db
     from incident_rpc.models import Incident, Status, utcnow
@@ -470,50 +472,45 @@ def open_transaction_with_an_event(description: str) -> int:
     )  # fmt: skip
     db.session.add(incident)
     events.record("added", incident, "test")
-    return events.write_pending(db.session)[-1].id  # what commit does first: lock, draw ids
+    events.write_pending(db.session)  # what commit does first
+    return db.session.execute(text("SELECT max(id) FROM events")).scalar_one()
 
 
 @pytest.mark.parametrize("outcome", ["commit", "rollback"])
-def test_an_id_drawn_first_is_committed_first(single: Server, single_token: str, outcome: str):
-    """T1 draws an event id, then dawdles; T2 wants to commit at once. T2 cannot even draw
-    its id until T1 has ended, so ids become visible in order and none is skipped."""
+def test_a_younger_transactions_events_wait_for_an_older_one(
+    single: Server, single_token: str, outcome: str
+):
+    """T1 writes an event, then dawdles; T2 commits its own at once, with a higher id.
+    Nobody waits for T1's commit, but no subscriber sees T2's event before T1 has ended:
+    a reader that passed T2's id could never go back for T1's. Then both arrive, in
+    id order (or T2's alone, if T1 rolls back)."""
     from incident_rpc.extensions import db
 
     if single.database_url.startswith("sqlite"):
-        # What is under test is PostgreSQL's ordering lock. On SQLite, T2 waits inside
-        # sqlite3's busy handler, a C call that blocks its whole gevent worker, socket
-        # included, so the socket's fate depends on timing (seen once in CI); SQLite's
-        # order comes from BEGIN IMMEDIATE and the other tests here cover its delivery.
-        pytest.skip("PostgreSQL's ordering lock; SQLite serializes writers instead")
+        pytest.skip("SQLite serializes writers (BEGIN IMMEDIATE): T2 would wait for T1")
     since = last_logged_id(single.database_url)
     ws = connect(single, single_token, since=since)
     app = in_process_app(single)
-    answers: list[dict[str, Any]] = []
     with app.app_context():
         first_id = open_transaction_with_an_event("T1, slow to commit")
-        second = Background(
-            lambda: answers.append(single.rpc("create", single_token, description="T2"))
-        )
-        second.start()
-        time.sleep(1.5)
-        assert second.is_alive() and not answers  # T2 waits for T1
-        ws.settimeout(0.5)
+        answer = single.rpc("create", single_token, expect=201, description="T2")
+        assert logged_ids(single.database_url, since)[-1] > first_id  # T2's, committed
+        time.sleep(1)  # time enough for the listeners' reads (held back: from 2 ms on)
+        ws.settimeout(0.5)  # below the ping interval: a ping must not look like an event
         with pytest.raises(websocket.WebSocketTimeoutException):
-            next_event(ws)  # and nothing is visible yet
+            next_event(ws)  # held back behind T1
         getattr(db.session, outcome)()
-        second.finish()
         db.session.remove()
         db.engine.dispose()
     ws.settimeout(TIMEOUT)
-    assert answers[0]["status"] == 201
     ids = logged_ids(single.database_url, since)
     if outcome == "commit":
         assert ids[:-1] == [first_id] and ids[-1] > first_id
-    else:  # PostgreSQL leaves a hole at first_id; SQLite hands the same id out again
-        assert len(ids) == 1 and ids[0] >= first_id
+    else:
+        assert len(ids) == 1 and ids[0] > first_id
     received = events_until(ws, ids[-1])
     assert [event["id"] for event in received] == ids
-    assert received[-1]["data"] == answers[0]["data"]
+    assert received[-1]["data"] == answer["data"]
     ws.close()
 
 
@@ -589,8 +586,9 @@ def test_resume_on_the_other_instance_after_a_drop_during_writes(cluster, cluste
 
 @pytest.mark.postgres
 def test_queued_requests_leave_the_probes_and_the_channel_alone(postgres, tmp_path_factory):
-    """HTTP_CONCURRENCY=1 and its one slot taken by a create that waits for the ordering
-    lock (held here): another create waits its turn, the probes and the channel do not."""
+    """HTTP_CONCURRENCY=1 and its one slot taken by a create that waits for a lock on
+    the incidents table (held here): another create waits its turn, the probes and the
+    channel do not."""
     from incident_rpc.extensions import db
 
     server = Server(postgres.create(), tmp_path_factory.mktemp("instance"), workers=1,
@@ -599,7 +597,8 @@ def test_queued_requests_leave_the_probes_and_the_channel_alone(postgres, tmp_pa
         token = server.login()
         app = in_process_app(server)
         with app.app_context():
-            held = open_transaction_with_an_event("holds the ordering lock")
+            held = open_transaction_with_an_event("holds up the creates")
+            db.session.execute(text("LOCK TABLE incidents IN EXCLUSIVE MODE"))  # reads pass
             creates = [Background(write_rounds, server, token, 1) for _ in range(2)]
             for create in creates:
                 create.start()
@@ -620,14 +619,17 @@ def test_queued_requests_leave_the_probes_and_the_channel_alone(postgres, tmp_pa
 
 
 def insert_quietly(database_url: str) -> None:
-    """What events.write_pending writes, minus pg_notify: as if a notification were lost."""
+    """An event written as events.write_pending writes it, but with no NOTIFY after the
+    commit: as if the ring were lost."""
+    from incident_rpc.events import ID_SHIFT
+
     engine = create_engine(database_url)
     with engine.begin() as connection:
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x1C1DE48})
         connection.execute(
             text(
-                "INSERT INTO events (type, incident_id, actor, at, data, changes)"
-                " VALUES ('updated', 0, 'quiet', now(), '{}', '{}')"
+                "INSERT INTO events (id, type, incident_id, actor, at, data, changes) VALUES"
+                f" (pg_current_xact_id()::text::bigint << {ID_SHIFT}, 'updated', 0, 'quiet',"
+                " now(), '{}', '{}')"
             )
         )
     engine.dispose()
@@ -636,8 +638,8 @@ def insert_quietly(database_url: str) -> None:
 @pytest.mark.postgres
 @pytest.mark.parametrize("then", ["nothing", "a notified event"])
 def test_an_event_without_a_notification_still_arrives(cluster, cluster_token, then):
-    """A lost NOTIFY only delays (the listeners poll the log), and a notification that
-    follows it does not jump the queue (its previous id does not match: read the log)."""
+    """A lost ring only delays (the listeners poll the log), and the next ring's read
+    delivers it in order with whatever came after it."""
     since = last_logged_id(cluster[0].database_url)
     sockets = [connect(server, cluster_token, since=since) for server in cluster]
     time.sleep(0.5)  # subscribed and caught up: what follows comes live

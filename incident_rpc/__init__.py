@@ -21,12 +21,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         rpc,
         websocket,
     )
-    from .config import INSTANCE, Config, resolve_secret_key, with_psycopg2
+    from .config import INSTANCE, Config, check_limits, resolve_secret_key, with_psycopg2
     from .extensions import db, migrate, sock
 
     app = Flask(__name__, instance_path=str(INSTANCE))
     app.config.from_object(Config)
     app.config.update(overrides or {})
+    check_limits(app.config)
     resolve_secret_key(app.config)
     uri = with_psycopg2(app.config["SQLALCHEMY_DATABASE_URI"])
     app.config["SQLALCHEMY_DATABASE_URI"] = uri

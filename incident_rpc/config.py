@@ -42,7 +42,9 @@ class Config:
     ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
     MAX_BATCH = _int("MAX_BATCH", 1000)  # commands in one batch posted to /rpc
-    MAX_BULK = _int("MAX_BULK", 10000)  # incidents one resolve_many/update_many may touch
+    # Incidents one resolve_many/update_many may touch; at most 65,536 (one event each,
+    # and event ids number at most that many per transaction: events.ID_SHIFT).
+    MAX_BULK = _int("MAX_BULK", 10000)
     REQUEST_ID_TTL = _int("REQUEST_ID_TTL", 24 * 3600)  # seconds a request_id is remembered
     LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
     # Teams and access (README, "Teams and access").
@@ -63,6 +65,11 @@ class Config:
 
 class ConfigError(RuntimeError):
     """The settings cannot run safely; the message says which one to fix."""
+
+
+def check_limits(config: dict) -> None:
+    if not 1 <= config["MAX_BULK"] <= 65536:
+        raise ConfigError("MAX_BULK must be between 1 and 65536")
 
 
 def resolve_secret_key(config: dict) -> None:

@@ -30,7 +30,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from . import jsonrpc, rpc
+from . import events, fanout, jsonrpc, rpc
 from .errors import BadRequest, InvalidJSON, PayloadTooLarge, envelope
 from .extensions import db
 from .rpc import POST_ONLY, Batch, bearer_token, execute, parse_json, respond
@@ -101,6 +101,8 @@ def _one_transaction() -> Iterator[Connection]:
         yield connection
         db.session.remove()
         outer.commit()
+        if joined.info.pop(events.WRITTEN, False):
+            fanout.ring()  # its savepoints' commits did not (fanout._ring_after_commit)
     finally:
         db.session.remove()
         connection.close()  # rolls back whatever was not committed

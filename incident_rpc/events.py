@@ -1,123 +1,108 @@
-"""The append-only event log: every committed change to an incident, in commit order.
+"""The append-only event log: every committed change to an incident, in id order.
 
-`record` notes an event in the session; the rows are written by the session's
-`before_commit`, in the same transaction as the change, so an event exists
-exactly when its change committed. Subscribers read the log with
-`id > last_id ORDER BY id` and never look back, so ids must become visible in
-id order:
+`record` notes an event in the session; `write_pending` writes the rows at the
+session's `before_commit`, in the same transaction as the change, so an event
+exists exactly when its change committed. Subscribers read the log with
+`id > last_id ORDER BY id` and never look back, so no event may ever become
+visible below an id that a reader has already passed:
 
-- PostgreSQL: at commit, after every other write of the transaction is flushed,
-  a transaction-scoped advisory lock is taken, the event rows draw their ids
-  from the sequence, and the lock is held until the commit is done. Drawing ids
-  and committing them is one critical section, so ids commit in the order they
-  are drawn: a reader that sees id N already sees every committed id below N.
-  `pg_notify` in the same transaction rings the listeners only if it commits.
-- SQLite: BEGIN IMMEDIATE (database.py) already serializes whole write
-  transactions; the commit rings an in-process doorbell (see fanout.py).
+- PostgreSQL: an event's id is its transaction's id (xid8) << 16, plus its number
+  within the transaction. A transaction that is still running has an xid at or
+  above the oldest running xid (`pg_snapshot_xmin`) of any snapshot taken while
+  it runs, and every later transaction's xid is higher still. So a reader that
+  takes only ids below (that xmin << 16) of its own snapshot (`read_after`) sees
+  every event it will ever see below that point: nothing commits behind it. No
+  lock orders the writers' commits, and none waits for another's fsync: ids
+  are ordered by when a transaction began writing, and a reader holds back the
+  events of a younger transaction until the older ones are done.
+- SQLite: BEGIN IMMEDIATE (database.py) serializes whole write transactions, so
+  the table's autoincrement ids already commit in order.
 
-Writing at commit rather than in `record` keeps the lock out of the handler's
-way: it is taken once per transaction, after the row locks the handler needed
-(no deadlock with a writer that holds one of those rows and waits for the lock),
-and a batch of 1,000 creates costs one INSERT and one lock, not 1,000.
-
-A transaction that draws ids and then fails to commit leaves a hole in the ids;
-holes are harmless, since nobody waits for a missing id. See the README, "Live change events".
+After the commit, `fanout.ring` tells every listener to read (see fanout.py).
+See the README, "Live change events".
 """
 
 import json
 from typing import Any
 
-from sqlalchemy import Connection, event, func, select, text
+from sqlalchemy import Connection, event, func, insert, literal_column, select, text
 from sqlalchemy.orm import Session
 
+from .errors import PayloadTooLarge
 from .extensions import db
 from .fields import Timestamp
 from .models import Event, Incident, utcnow
 from .schemas import incident_out
 
 CHANNEL = "incident_events"  # the PostgreSQL NOTIFY channel
-ORDER_LOCK_KEY = 0x1C1DE48  # advisory lock: any constant shared by every instance
+ID_SHIFT = 16  # the bits of an id that number events within one transaction
 PENDING = "incident_rpc.events_pending"  # session.info: events to write at commit
-RECORDED = "incident_rpc.events_recorded"  # session.info: for local delivery (fanout.py)
+WRITTEN = "incident_rpc.events_written"  # session.info: events were written; ring after commit
 _timestamp = Timestamp()
 Item = tuple[int, str | None, str]  # (event id, the incident's creator, message)
 
 
-def record(kind: str, incident: Incident, actor: str, changes: dict[str, Any] | None = None):
+class TooManyEvents(PayloadTooLarge):
+    """More events in one transaction than ids can number (config.MAX_BULK stays below)."""
+
+    message = f"more than {1 << ID_SHIFT} changes in one transaction; send fewer at once"
+
+
+def record(kind: str, incident: Incident | Any, actor: str, changes: dict[str, Any] | None = None):
     """Log `kind` ("added", "updated", "resolved", ...) for the incident as it is now.
 
-    The row is written when the transaction commits, and only if it commits.
+    `incident` is a mapped Incident or a row with its columns. The event is
+    written when the transaction commits, and only if it commits.
     """
-    db.session.flush()  # the incident's id and version must be final
-    pending = db.session.info.setdefault(PENDING, [])
-    pending.append(
-        Event(
-            type=kind,
-            incident_id=incident.id,
-            actor=actor,
-            at=utcnow(),
-            data=incident_out.dump(incident),
-            changes=changes or {},
-        )
+    if isinstance(incident, Incident):
+        db.session.flush()  # the incident's id and version must be final
+    db.session.info.setdefault(PENDING, []).append(
+        {
+            "type": kind,
+            "incident_id": incident.id,
+            "actor": actor,
+            "at": utcnow(),
+            "data": incident_out.dump(incident),
+            "changes": changes or {},
+        }
     )
 
 
-def write_pending(session: Session) -> list[Event]:
-    """The transaction's events, in order, under the ordering lock (at before_commit).
+# One statement for any number of events: the ids continue after this transaction's
+# earlier events (a batch commits each command's events at its own savepoint).
+_INSERT_POSTGRES = text(f"""
+INSERT INTO events (id, type, incident_id, actor, at, data, changes)
+SELECT first.id + r.n - 1, r.type, r.incident_id, r.actor, r.at, r.data, r.changes
+FROM (SELECT coalesce(max(e.id) + 1, t.low) AS id
+      FROM (SELECT pg_current_xact_id()::text::bigint << {ID_SHIFT} AS low) AS t
+      LEFT JOIN events AS e ON e.id >= t.low AND e.id < t.low + {1 << ID_SHIFT}
+      GROUP BY t.low) AS first,
+     ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS (type text, incident_id bigint,
+                actor text, at timestamptz, data jsonb, changes jsonb))
+     WITH ORDINALITY AS r(type, incident_id, actor, at, data, changes, n)
+RETURNING id
+""")
 
-    Leaves `session.info[RECORDED]` = (id of the event before these, their items),
-    for this process's own subscribers once the commit is done (fanout.py).
-    """
+
+def write_pending(session: Session) -> None:
+    """Write the transaction's recorded events (at before_commit), in order."""
     pending = session.info.pop(PENDING, None)
     if not pending:
-        return []
-    session.flush()  # every other write first: no row lock is taken under ours
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if postgres:
-        session.execute(select(func.pg_advisory_xact_lock(ORDER_LOCK_KEY)))
-    session.add_all(pending)
-    session.flush()  # draws the ids now, under the lock, in the order recorded
-    items = [(e.id, e.data.get("created_by"), message(e)) for e in pending]
-    if postgres:
-        values = {"channel": CHANNEL, "first": pending[0].id, "body": _body(items)}
-        previous = session.execute(_NOTIFY, values).scalar_one()
+        return
+    session.flush()  # the changes first, as the events describe them
+    if session.get_bind().dialect.name == "postgresql":
+        for row in pending:
+            row["at"] = row["at"].isoformat()
+        ids = session.execute(_INSERT_POSTGRES, {"rows": json.dumps(pending)}).scalars().all()
+        if max(ids) >> ID_SHIFT != min(ids) >> ID_SHIFT:
+            raise TooManyEvents()
     else:
-        before = select(func.coalesce(func.max(Event.id), 0)).where(Event.id < pending[0].id)
-        previous = session.execute(before).scalar_one()
-    session.info[RECORDED] = (previous, items)
-    return pending
-
-
-# The notification is "<id of the event before these> <body>": a listener whose last id
-# is that first number may take the events from the body; any other listener reads the
-# table. Under the ordering lock, that previous id is final.
-_NOTIFY = text(
-    "SELECT previous, pg_notify(:channel, previous::text || ' ' || :body)"
-    " FROM (SELECT coalesce(max(id), 0) AS previous FROM events WHERE id < :first) AS before"
-)
-_NOTIFY_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes and more
-
-
-def _body(items: list[Item]) -> str:
-    body = json.dumps({"last": items[-1][0], "events": items}, ensure_ascii=False)
-    if len(body.encode()) < _NOTIFY_LIMIT:
-        return body
-    return json.dumps({"last": items[-1][0]})  # too big to carry: read them from the table
-
-
-def parse_notification(payload: str) -> tuple[int, int, list[Item]]:
-    """(previous id, last id, the events if carried) of a notification; ValueError if odd."""
-    previous, _, body = payload.partition(" ")
-    notice = json.loads(body)
-    if not isinstance(notice, dict):
-        raise ValueError("not an events notification")
-    items = [(int(item[0]), item[1], str(item[2])) for item in notice.get("events", [])]
-    return int(previous), int(notice["last"]), items
+        session.execute(insert(Event), pending)
+    session.info[WRITTEN] = True
 
 
 def _forget_pending(session: Session) -> None:
     session.info.pop(PENDING, None)
-    session.info.pop(RECORDED, None)
 
 
 # On the Session class: also the sessions that a batch joins to its transaction.
@@ -126,7 +111,7 @@ event.listen(Session, "after_rollback", _forget_pending)
 
 
 def message(row: Any) -> str:
-    """The wire form of an event (contract section 6), from a row or an Event."""
+    """The wire form of an event (contract section 6)."""
     return json.dumps(
         {
             "type": row.type,
@@ -140,18 +125,33 @@ def message(row: Any) -> str:
 
 
 _COLUMNS = (Event.id, Event.type, Event.at, Event.actor, Event.data)
+# The first id that a transaction still running (or yet to begin) may write: every
+# id below it is final. In the same statement as the read, so of the same snapshot.
+_HORIZON = literal_column(f"pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {ID_SHIFT}")
 
 
-def read_after(connection: Connection, last_id: int, limit: int) -> list[Item]:
-    """Up to `limit` events after `last_id`, oldest first.
+def read_after(connection: Connection, last_id: int, limit: int) -> tuple[list[Item], bool]:
+    """Up to `limit` final events after `last_id`, oldest first, and whether any
+    later event is held back because an older transaction is still running.
 
     The creator comes along so that each subscriber can apply access.may_read.
     """
-    rows = connection.execute(
-        select(*_COLUMNS).where(Event.id > last_id).order_by(Event.id).limit(limit)
-    )
-    return [(row.id, (row.data or {}).get("created_by"), message(row)) for row in rows]
+    query = select(*_COLUMNS).where(Event.id > last_id).order_by(Event.id).limit(limit)
+    if connection.dialect.name != "postgresql":
+        rows = connection.execute(query).all()
+        return [_item(row) for row in rows], False
+    rows = connection.execute(query.add_columns(_HORIZON.label("horizon"))).all()
+    final = [row for row in rows if row.id < row.horizon]
+    return [_item(row) for row in final], len(final) < len(rows)
+
+
+def _item(row: Any) -> Item:
+    return row.id, (row.data or {}).get("created_by"), message(row)
 
 
 def last_event_id(connection: Connection) -> int:
-    return connection.execute(select(func.coalesce(func.max(Event.id), 0))).scalar_one()
+    """The last final event's id: a subscriber starting here misses nothing later."""
+    query = select(func.coalesce(func.max(Event.id), 0))
+    if connection.dialect.name == "postgresql":
+        query = query.where(Event.id < _HORIZON)
+    return connection.execute(query).scalar_one()

@@ -1,16 +1,19 @@
 """Fan-out: one listener per worker process pushes new events to its subscribers.
 
-The event table is the truth. The listener reads `id > last_id ORDER BY id`
-whenever its doorbell rings, and every `EVENTS_POLL_INTERVAL` seconds anyway, so
-a lost ring delays an event but never loses it. On PostgreSQL the doorbell is
-LISTEN/NOTIFY on a dedicated connection (it reaches every worker of every
-instance), and a notification also carries its events with the id of the event
-before them: when that id is the listener's last id, nothing can be missing and
-the events go out without a read (see `Bus._hear`). On SQLite the doorbell is
-rung in-process by the session's commit (other workers of the same file find
-events by polling). Either way, right after a commit the committing worker hands
-its own subscribers the events itself (`_deliver_after_commit`), under the same
-"previous id" check, and its listener then skips them.
+The event table is the truth. The listener reads the final events after its
+last id (`events.read_after`) whenever its doorbell rings, and every
+`EVENTS_POLL_INTERVAL` seconds anyway, so a lost ring delays an event but never
+loses it. When a read finds events held back behind an older transaction that
+is still running, it reads again soon (from 2 ms, doubling), as that
+transaction's end rings no bell unless it wrote events itself.
+
+The doorbell (`ring`, after every commit that wrote events): on PostgreSQL a
+NOTIFY on a dedicated connection, LISTENed to by every worker of every
+instance; on SQLite an in-process event (other workers of the same file find
+events by polling, which is cheap there). The NOTIFY is sent outside the
+writing transaction on purpose, by `Doorbell`: PostgreSQL holds a global lock
+from a notifying transaction's commit until its fsync is done, which would put
+every write in one queue.
 
 The listener never waits for a socket: it writes to idle ones without waiting
 and queues the rest (subscriber.py), so a slow socket never stalls it or the
@@ -34,6 +37,7 @@ from .subscriber import Batch, Subscriber, framed
 log = logging.getLogger("incident_rpc")
 PAGE = 500  # events per read
 SQLITE_POLL_INTERVAL = 0.2  # seconds; a local B-tree lookup
+HELD_BACK_RETRY = 0.002  # seconds; doubled on each read that still finds events held back
 LISTENER_NAME = "incident_rpc events listener"  # its application_name in PostgreSQL
 
 
@@ -49,6 +53,7 @@ class Bus:
             self.poll_interval = min(self.poll_interval, SQLITE_POLL_INTERVAL)
         self.capacity = config["EVENTS_QUEUE_SIZE"]
         self.last_id = 0
+        self._retry = HELD_BACK_RETRY
         self.subscribers: set[Subscriber] = set()
         self._lock = threading.RLock()
         self._doorbell = threading.Event()
@@ -101,61 +106,31 @@ class Bus:
             if not self._ready.is_set():
                 self.last_id = events.last_event_id(connection)
                 self._ready.set()
-            self._catch_up(connection)
             while True:
+                wait = self._catch_up(connection)
                 if self.postgres:
-                    self._hear(connection)
+                    _wait_for_notifications(connection, wait)
                 else:
-                    self._doorbell.wait(self.poll_interval)
+                    self._doorbell.wait(wait)
                     self._doorbell.clear()
-                    self._catch_up(connection)
         finally:
             connection.close()  # detached: this really closes it
 
-    def _hear(self, connection: Connection) -> None:
-        """Wait for notifications (or the poll interval) and act on each, in order.
-
-        PostgreSQL delivers notifications in commit order, which the ordering lock
-        makes id order. A notification whose previous id is our last id proves that
-        nothing lies between: its events go out as they are. Anything else (a gap, a
-        body too big to carry, silence until the poll interval) reads the table.
-        """
-        raw: Any = connection.connection.dbapi_connection
-        if not select.select([raw], [], [], self.poll_interval)[0]:
-            self._catch_up(connection)  # the periodic poll: a lost ring only delays
-            return
-        raw.poll()
-        while raw.notifies:
-            payload = raw.notifies.pop(0).payload
-            try:
-                previous, last, items = events.parse_notification(payload)
-            except (ValueError, KeyError, IndexError, TypeError):
-                previous, last, items = -1, self.last_id + 1, []
-            if last <= self.last_id:
-                continue  # the table, or the committing worker, gave us these already
-            if not (items and self.publish_after(previous, framed(items))):
-                self._catch_up(connection)
-
-    def _catch_up(self, connection: Connection) -> None:
+    def _catch_up(self, connection: Connection) -> float:
+        """Publish every final event after the last one; how long to wait before the
+        next read if no bell rings: soon while an older transaction holds events back."""
         while True:
-            items = events.read_after(connection, self.last_id, PAGE)
+            items, held_back = events.read_after(connection, self.last_id, PAGE)
             connection.rollback()
             if items:
                 self._publish(framed(items))
             if len(items) < PAGE:
-                return
-
-    def publish_after(self, previous: int, batch: Batch) -> bool:
-        """Publish `batch` if it follows on from the last event published; else False."""
-        with self._lock:
-            if previous != self.last_id:
-                return False
-            self._publish(batch)
-            return True
+                break
+        self._retry = min(self._retry * 2, self.poll_interval) if held_back else HELD_BACK_RETRY
+        return self._retry if held_back else self.poll_interval
 
     def _publish(self, batch: Batch) -> None:
-        """Under the lock, so that two publishers (the listener, a committing request)
-        never hand a subscriber batches out of order. Offering never waits."""
+        """Offer every subscriber the batch; offering never waits."""
         with self._lock:
             self.last_id = max(self.last_id, batch[-1][0])
             for subscriber in self.subscribers:
@@ -190,24 +165,80 @@ def close_all() -> None:
         running.close_all()
 
 
-def _deliver_after_commit(session: Session) -> None:
-    """The committing worker hands its own subscribers the events at once, instead of
-    waiting for its listener to hear of them; the listener then skips them. Not for a
-    session joined to a batch's transaction: its "commit" is only a savepoint's."""
-    recorded = session.info.pop(events.RECORDED, None)
-    if recorded is None or not has_app_context():
-        return
-    running = _buses.get(id(current_app._get_current_object()))  # type: ignore[attr-defined]
+def _wait_for_notifications(connection: Connection, timeout: float) -> None:
+    """Until a NOTIFY arrives or `timeout` passes; every pending one is taken at once."""
+    raw: Any = connection.connection.dbapi_connection
+    if select.select([raw], [], [], timeout)[0]:
+        raw.poll()
+        raw.notifies.clear()
+
+
+class Doorbell:
+    """Sends the NOTIFY that rings every listener, from a connection of its own.
+
+    Its own transaction, with synchronous_commit off: it carries nothing that must
+    survive a crash (the listeners poll anyway), so it never waits for an fsync
+    and holds PostgreSQL's notify lock only for a moment. Rings that come while
+    one is being sent are answered by the next: under load one NOTIFY serves many
+    commits.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.engine = _reader_engine(app.config)
+        self._wanted = threading.Event()
+        thread = threading.Thread(target=self._run, name="incident-doorbell", daemon=True)
+        thread.start()
+
+    def ring(self) -> None:
+        self._wanted.set()
+
+    def _run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                with self.engine.connect() as connection:
+                    connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+                    connection.exec_driver_sql("SET synchronous_commit = off")
+                    delay = 0.5
+                    while True:
+                        self._wanted.wait()
+                        self._wanted.clear()
+                        connection.exec_driver_sql(f"NOTIFY {events.CHANNEL}")
+            except Exception as error:  # the database went away: ring again once back
+                self._wanted.set()
+                log.warning("event doorbell: %s; reconnecting in %.1f s", error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+_doorbells: dict[int, Doorbell] = {}
+
+
+def ring(app: Flask | None = None) -> None:
+    """Events were committed: wake every listener (this process's, and on PostgreSQL
+    every other process's too)."""
+    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        with _buses_lock:
+            if id(app) not in _doorbells:
+                _doorbells[id(app)] = Doorbell(app)
+        _doorbells[id(app)].ring()
+    elif id(app) in _buses:
+        _buses[id(app)].ring()
+
+
+def _ring_after_commit(session: Session) -> None:
+    """After a commit that wrote events. Not for a session joined to a batch's
+    transaction: its "commit" is only a savepoint's; the batch rings itself."""
     bind = session.get_bind()
-    if running is None or (isinstance(bind, Connection) and bind.in_transaction()):
+    if isinstance(bind, Connection) and bind.in_transaction():
         return
-    previous, items = recorded
-    if not running.publish_after(previous, framed(items)) and not running.postgres:
-        running.ring()  # something came between: the listener reads the table
+    if session.info.pop(events.WRITTEN, False) and has_app_context():
+        ring()
 
 
 # On the Session class, like events.py's hooks: also the sessions a batch joins.
-event.listen(Session, "after_commit", _deliver_after_commit)
+event.listen(Session, "after_commit", _ring_after_commit)
 
 
 def init_app(app: Flask) -> None:

@@ -144,7 +144,7 @@ def _replay(
     bus = fanout.bus()
     while True:
         with bus.engine.connect() as connection:
-            page = events.read_after(connection, position, fanout.PAGE)
+            page, _ = events.read_after(connection, position, fanout.PAGE)
         if not ws.connected:
             raise ConnectionClosed(ws.close_reason, ws.close_message)
         for event_id, creator, text in page:
