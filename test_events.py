@@ -514,6 +514,35 @@ def test_a_younger_transactions_events_wait_for_an_older_one(
     ws.close()
 
 
+def test_one_transaction_numbers_at_most_2_to_the_16_events(single: Server):
+    """The 65,537th event of one transaction would take the next transaction's ids: the
+    commit is refused with a 413 and nothing is written."""
+    from incident_rpc import events
+    from incident_rpc.extensions import db
+    from incident_rpc.schemas import incident_out
+
+    if single.database_url.startswith("sqlite"):
+        pytest.skip("SQLite numbers events with its own autoincrement ids")
+    since = last_logged_id(single.database_url)
+    with in_process_app(single).app_context():
+        last_of_65536 = f"(pg_current_xact_id()::text::bigint << {events.ID_SHIFT}) + 65535"
+        db.session.execute(
+            text(
+                "INSERT INTO events (id, type, incident_id, actor, at, data, changes)"
+                f" VALUES ({last_of_65536}, 'updated', 0, 'test', now(), '{{}}', '{{}}')"
+            )
+        )
+        incident = dict.fromkeys(incident_out.fields, None) | {"id": 0, "description": "over"}
+        events.record("updated", incident, "test")
+        with pytest.raises(events.TooManyEvents) as refused:
+            db.session.commit()
+        assert refused.value.status == 413
+        db.session.rollback()
+        db.session.remove()
+        db.engine.dispose()
+    assert logged_ids(single.database_url, since) == []
+
+
 # ---------------------------------------------------------------- two instances, PostgreSQL
 
 

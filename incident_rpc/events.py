@@ -48,10 +48,15 @@ class TooManyEvents(PayloadTooLarge):
     message = f"more than {1 << ID_SHIFT} changes in one transaction; send fewer at once"
 
 
-def record(kind: str, incident: Incident | Any, actor: str, changes: dict[str, Any] | None = None):
+def record(
+    kind: str,
+    incident: Incident | dict[str, Any],
+    actor: str,
+    changes: dict[str, Any] | None = None,
+) -> None:
     """Log `kind` ("added", "updated", "resolved", ...) for the incident as it is now.
 
-    `incident` is a mapped Incident or a row with its columns. The event is
+    `incident` is a mapped Incident or a dict of its columns. The event is
     written when the transaction commits, and only if it commits.
     """
     if isinstance(incident, Incident):
@@ -59,7 +64,7 @@ def record(kind: str, incident: Incident | Any, actor: str, changes: dict[str, A
     db.session.info.setdefault(PENDING, []).append(
         {
             "type": kind,
-            "incident_id": incident.id,
+            "incident_id": incident["id"] if isinstance(incident, dict) else incident.id,
             "actor": actor,
             "at": utcnow(),
             "data": incident_out.dump(incident),
@@ -69,18 +74,19 @@ def record(kind: str, incident: Incident | Any, actor: str, changes: dict[str, A
 
 
 # One statement for any number of events: the ids continue after this transaction's
-# earlier events (a batch commits each command's events at its own savepoint).
+# earlier events (a batch commits each command's events at its own savepoint), and
+# stop short of the next transaction's.
 _INSERT_POSTGRES = text(f"""
 INSERT INTO events (id, type, incident_id, actor, at, data, changes)
 SELECT first.id + r.n - 1, r.type, r.incident_id, r.actor, r.at, r.data, r.changes
-FROM (SELECT coalesce(max(e.id) + 1, t.low) AS id
+FROM (SELECT coalesce(max(e.id) + 1, t.low) AS id, t.low + {1 << ID_SHIFT} AS next_low
       FROM (SELECT pg_current_xact_id()::text::bigint << {ID_SHIFT} AS low) AS t
       LEFT JOIN events AS e ON e.id >= t.low AND e.id < t.low + {1 << ID_SHIFT}
       GROUP BY t.low) AS first,
      ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS (type text, incident_id bigint,
                 actor text, at timestamptz, data jsonb, changes jsonb))
      WITH ORDINALITY AS r(type, incident_id, actor, at, data, changes, n)
-RETURNING id
+WHERE first.id + r.n - 1 < first.next_low
 """)
 
 
@@ -93,9 +99,9 @@ def write_pending(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         for row in pending:
             row["at"] = row["at"].isoformat()
-        ids = session.execute(_INSERT_POSTGRES, {"rows": json.dumps(pending)}).scalars().all()
-        if max(ids) >> ID_SHIFT != min(ids) >> ID_SHIFT:
-            raise TooManyEvents()
+        written = session.execute(_INSERT_POSTGRES, {"rows": json.dumps(pending)}).rowcount
+        if written < len(pending):
+            raise TooManyEvents()  # the commit fails; what was written is rolled back
     else:
         session.execute(insert(Event), pending)
     session.info[WRITTEN] = True
