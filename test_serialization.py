@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from marshmallow import Schema
+from sqlalchemy import create_engine, select
 
 from incident_rpc import legacy
 from incident_rpc.models import Incident, Severity, Status
@@ -28,7 +29,22 @@ def incidents() -> list[Any]:
         resolved_at=None, resolved_by=None, resolution=None, version=1,
     )  # fmt: skip
     row = SimpleNamespace(**{name: getattr(full, name) for name in IncidentOut().fields})
-    return [full, bare, row]
+    return [full, bare, row, *database_rows(full, bare)]
+
+
+def database_rows(*objects: Incident) -> list[dict[str, Any]]:
+    """The same incidents as `create` and `get_all` read them: dicts of a row's columns."""
+    engine = create_engine("sqlite://")
+    table = Incident.__table__
+    table.create(engine)
+    with engine.begin() as connection:
+        for obj in objects:
+            values = {c.key: getattr(obj, c.key) for c in table.columns}  # None: the default
+            values = {key: value for key, value in values.items() if value is not None}
+            connection.execute(table.insert().values(values))
+        rows = connection.execute(select(*table.c).order_by(table.c.id.desc())).mappings().all()
+    engine.dispose()
+    return [dict(row) for row in rows]
 
 
 def plain(schema: type[FlatOut]) -> Schema:

@@ -3,8 +3,17 @@
 import logging
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+
+class NoCookieSessions(SecureCookieSessionInterface):
+    """Tokens travel with every command; nothing uses Flask's cookie session. Without
+    this, each request would still build a signing serializer to look for one."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None  # Flask then gives the request a NullSession, which refuses writes
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
@@ -25,6 +34,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from .extensions import db, migrate, sock
 
     app = Flask(__name__, instance_path=str(INSTANCE))
+    app.session_interface = NoCookieSessions()
     app.config.from_object(Config)
     app.config.update(overrides or {})
     check_limits(app.config)

@@ -12,10 +12,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 from flask_migrate import upgrade
-from sqlalchemy import event, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session
 
 from .auth import hash_password
 from .extensions import db
@@ -38,7 +39,8 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
         "pool_timeout": timeout,
         "connect_args": {
             "connect_timeout": timeout,
-            "options": f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']}",
+            # TimeZone=UTC: timestamps arrive as aware UTC datetimes (models.UTCDateTime).
+            "options": f"-c statement_timeout={config['DB_STATEMENT_TIMEOUT_MS']} -c TimeZone=UTC",
             # Notice a peer that vanished (no RST) within seconds rather than hours.
             "keepalives": 1,
             "keepalives_idle": 5,
@@ -47,6 +49,33 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
             "tcp_user_timeout": timeout * 1000 * 3,
         },
     }
+
+
+_READS = "incident_rpc.reads"  # app.extensions: the engine of read-only commands
+
+
+def use_reads_session() -> None:
+    """Let this request's `db.session` read through an engine of its own (actions
+    declared `reads_only`): in autocommit mode on PostgreSQL, which saves a
+    BEGIN and a COMMIT round trip (about 200 us of CPU per request, measured), and
+    on SQLite without the main engine's BEGIN IMMEDIATE, so reads never take the
+    write lock. A write that slips in (an API key's last use) commits on its own."""
+    if db.session.registry.has():  # already in use (e.g. a batch): stay with it
+        return
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    engine = app.extensions.get(_READS)
+    if engine is None:  # made on first use: after gunicorn has forked
+        options = engine_options(app.config)
+        if engine_is_postgres(app.config):
+            options["isolation_level"] = "AUTOCOMMIT"
+        engine = app.extensions.setdefault(
+            _READS, create_engine(app.config["SQLALCHEMY_DATABASE_URI"], **options)
+        )
+    db.session.registry.set(Session(engine, expire_on_commit=False))
+
+
+def engine_is_postgres(config: dict[str, Any]) -> bool:
+    return make_url(config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() == "postgresql"
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -57,7 +57,9 @@ class Timestamp(fields.Field):
     default_error_messages = {"invalid": "Not a valid ISO 8601 date and time."}
 
     def _serialize(self, value: datetime | None, attr: Any, obj: Any, **kwargs: Any) -> Any:
-        return None if value is None else value.astimezone(UTC).isoformat()
+        if value is None:
+            return None
+        return (value if value.tzinfo is UTC else value.astimezone(UTC)).isoformat()
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
         if not isinstance(value, str) or "\x00" in value:

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
 
-from . import replay
+from . import database, replay
 from .auth import Caller, authenticate
 from .errors import (
     BadRequest,
@@ -76,6 +76,7 @@ class Action:
     changes: bool = False  # True: the action changes data, and so takes a request_id
     enabled_by: str | None = None  # a setting that switches the action on; off: unknown
     many: ManyHandler | None = None  # consecutive commands of a batch in one call
+    reads_only: bool = False  # True: it only reads (database.use_reads_session)
 
 
 ACTIONS: dict[str, Action] = {}
@@ -101,6 +102,7 @@ def action(
     changes: bool = False,
     enabled_by: str | None = None,
     many: ManyHandler | None = None,
+    reads_only: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under `name`; see the module docstring."""
 
@@ -109,7 +111,7 @@ def action(
             raise ValueError(f"action {name!r} is declared twice")
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
-            legacy_params, legacy_output, legacy_handler, changes, enabled_by, many,
+            legacy_params, legacy_output, legacy_handler, changes, enabled_by, many, reads_only,
         )  # fmt: skip
         return handler
 
@@ -163,6 +165,8 @@ def _prepare(
     spec = lookup(name)
     if spec is None:
         raise NotFound(f"unknown action {name[:64]!r}")
+    if spec.reads_only and batch is None:
+        database.use_reads_session()
     caller = None
     if spec.role is not None:
         caller = _caller(command.get("token", header_token), batch)

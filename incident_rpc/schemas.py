@@ -159,8 +159,11 @@ class FlatOut(Schema):
     a dump) is skipped. Each value is read with `getattr` and handed to the
     field's own conversion, except that None stays None and a plain String or
     Integer field passes a str or int through untouched, as their conversions
-    would. The result equals marshmallow's for any object with every declared
-    attribute (test_serialization.py). Hooks still run: `dump` calls `_serialize`.
+    would. A dict of a database row's columns (as `create` and `get_all` read
+    them) holds only str and int in such columns, so only the other fields
+    (times, documents) are converted. The result equals marshmallow's for any
+    object or row with every declared attribute (test_serialization.py). Hooks
+    still run: `dump` calls `_serialize`.
     """
 
     _AS_IS = {fields.String: str, fields.Integer: int}
@@ -172,16 +175,28 @@ class FlatOut(Schema):
              self._AS_IS.get(type(field)) if not getattr(field, "as_string", False) else None)
             for name, field in self.dump_fields.items()
         ]  # fmt: skip
+        self._row_keys = [(key, attribute) for key, attribute, *_ in self._plan]
+        self._row_conversions = [(key, name, convert) for key, _, name, convert, as_is in self._plan
+                                 if as_is is None]  # fmt: skip
 
     def _serialize(self, obj: Any, *, many: bool = False) -> Any:
         if many and obj is not None:
             return [self._serialize(item) for item in obj]
+        if isinstance(obj, dict):
+            return self._serialize_row(obj)
         out = {}
         for key, attribute, name, convert, as_is in self._plan:
             value = getattr(obj, attribute)
             if value is not None and type(value) is not as_is:
                 value = convert(value, name, obj)
             out[key] = value
+        return out
+
+    def _serialize_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = {key: row[attribute] for key, attribute in self._row_keys}
+        for key, name, convert in self._row_conversions:
+            if out[key] is not None:
+                out[key] = convert(out[key], name, row)
         return out
 
 
@@ -218,7 +233,7 @@ token_out = TokenOut()
 
 
 class IncidentPageOut(Schema):
-    incidents = fields.List(fields.Nested(IncidentOut))
+    incidents = fields.Nested(IncidentOut, many=True)  # one dump call, not one per row
     next_cursor = Cursor()
 
 

@@ -34,7 +34,7 @@ def key_create(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "role": row.role, "prefix": prefix, "key": key}
 
 
-@action("key_list", params=NoParams(), role=Role.admin, output=keys_out)
+@action("key_list", params=NoParams(), role=Role.admin, output=keys_out, reads_only=True)
 def key_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"keys": list(db.session.scalars(select(ApiKey).order_by(ApiKey.id)))}
 

@@ -30,7 +30,7 @@ def comment(ctx: Context, params: dict[str, Any]) -> Comment:
     return note
 
 
-@action("comments", params=IdParams(), role=Role.reporter, output=comments_out)
+@action("comments", params=IdParams(), role=Role.reporter, output=comments_out, reads_only=True)
 def comments(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Every comment on the incident, oldest first."""
     incident = find(params["id"], ctx.caller)
@@ -38,7 +38,7 @@ def comments(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"comments": list(db.session.scalars(query))}
 
 
-@action("history", params=IdParams(), role=Role.reporter, output=history_out)
+@action("history", params=IdParams(), role=Role.reporter, output=history_out, reads_only=True)
 def history(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Every event of the incident, oldest first: type, actor, time and what changed."""
     incident = find(params["id"], ctx.caller)

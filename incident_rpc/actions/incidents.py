@@ -2,12 +2,17 @@
 
 Handlers only: they receive validated parameters and the caller, change rows,
 record the event in the same transaction and return the object to dump.
+
+`create` and `get_all`, the commands sent by the thousand, write and read the
+table's columns (Core statements, rows) rather than mapped objects: the ORM's
+unit of work and identity map would cost more CPU than everything else such a
+command does (README, "Benchmarks").
 """
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, literal, select, tuple_
+from sqlalchemy import Select, insert, literal, select, tuple_
 
 from .. import access, dedup, events, legacy
 from ..auth import Caller
@@ -27,6 +32,10 @@ from ..schemas import (
 from ..team_schemas import AssignParams
 
 NEWEST_FIRST = (Incident.created_at.desc(), Incident.id.desc())
+INCIDENTS = Incident.__table__
+Created = dict[str, Any] | Incident | Reply  # a new row's columns; a dedup_key's answer
+# Inserts (one or many rows) answering every column, in the order of their parameters.
+_INSERT = insert(INCIDENTS).returning(*INCIDENTS.c, sort_by_parameter_order=True)
 
 
 def find(incident_id: int, caller: Caller) -> Incident:
@@ -39,30 +48,33 @@ def find(incident_id: int, caller: Caller) -> Incident:
     return incident
 
 
-def filtered(params: dict[str, Any], caller: Caller) -> Select[tuple[Incident]]:
-    query = access.readable(select(Incident), caller)
+def filtered(params: dict[str, Any], caller: Caller, query: Select | None = None) -> Select:
+    """`query` (default: whole incidents) narrowed by the list filters and the caller."""
+    query = access.readable(select(Incident) if query is None else query, caller)
     for name in ("status", "source", "severity", "assignee", "created_by"):
         if name in params:  # assignee None: "IS NULL", the unassigned ones
             query = query.where(getattr(Incident, name) == params[name])
     return query
 
 
-def new_incident(ctx: Context, params: dict[str, Any]) -> Incident:
+def new_values(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """The columns of a new incident (the table's defaults fill in the rest)."""
     now = utcnow()
-    params.setdefault("created_at", now)  # from `date`, when given
-    return Incident(status=Status.new, created_by=ctx.actor, updated_at=now, **params)
+    values = {"status": Status.new, "created_by": ctx.actor, "created_at": now,
+              "updated_at": now, "last_seen_at": now}  # fmt: skip
+    values.update(params)  # `created_at` from `date`, when given
+    return values
 
 
-def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Incident | Reply]:
+def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
     """Creates that a batch sends one after another: their incidents go in one INSERT."""
     if any("dedup_key" in params for _, params in calls):
         return [create(ctx, params) for ctx, params in calls]
-    incidents = [new_incident(ctx, params) for ctx, params in calls]
-    db.session.add_all(incidents)
-    db.session.flush()
-    for (ctx, _), incident in zip(calls, incidents, strict=True):
-        events.record("added", incident, ctx.actor)
-    return list(incidents)
+    values = [new_values(ctx, params) for ctx, params in calls]
+    rows = [row._asdict() for row in db.session.execute(_INSERT, values)]
+    for (ctx, _), row in zip(calls, rows, strict=True):
+        events.record("added", row, ctx.actor)
+    return rows
 
 
 @action(
@@ -70,38 +82,41 @@ def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Incident | 
     legacy_params=legacy.CreateParams(), legacy_output=legacy.incident_out, changes=True,
     many=create_many,
 )  # fmt: skip
-def create(ctx: Context, params: dict[str, Any]) -> Incident | Reply:
+def create(ctx: Context, params: dict[str, Any]) -> Created:
     """Open a new incident with status `new`; with a `dedup_key`, maybe repeat an open one."""
-    incident = new_incident(ctx, params)
-    if incident.dedup_key:
+    if "dedup_key" in params:
+        incident = Incident(**new_values(ctx, params))
         stored, repeated = dedup.add_or_repeat(incident, ctx.actor)
         if repeated and not access.may_read(ctx.caller, stored.created_by):
             raise Conflict("this dedup_key belongs to an open incident you cannot read")
         return Reply(stored, 200) if repeated else stored
-    db.session.add(incident)
-    events.record("added", incident, ctx.actor)
-    return incident
+    row = db.session.execute(_INSERT, new_values(ctx, params)).one()._asdict()
+    events.record("added", row, ctx.actor)
+    return row
 
 
-@action("get", params=IdParams(), role="reporter", output=incident_out)
+@action("get", params=IdParams(), role="reporter", output=incident_out, reads_only=True)
 def get(ctx: Context, params: dict[str, Any]) -> Incident:
     return find(params["id"], ctx.caller)
 
 
 @action(
     "get_all", params=ListParams(), role="reporter", output=incident_page_out,
-    legacy_params=legacy.ListParams(), legacy_handler=legacy.stream_incidents,
+    legacy_params=legacy.ListParams(), legacy_handler=legacy.stream_incidents, reads_only=True,
 )  # fmt: skip
 def get_all(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """One page, newest first; the cursor is the (created_at, id) of the page's last row."""
-    query = filtered(params, ctx.caller).order_by(*NEWEST_FIRST).limit(params["limit"] + 1)
+    query = filtered(params, ctx.caller, select(*INCIDENTS.c))
+    query = query.order_by(*NEWEST_FIRST).limit(params["limit"] + 1)
     if "cursor" in params:
         created_at, last_id = params["cursor"]
         after = tuple_(literal(created_at, UTCDateTime), literal(last_id))
         query = query.where(tuple_(Incident.created_at, Incident.id) < after)
-    rows = list(db.session.scalars(query))
+    result = db.session.execute(query)
+    names = tuple(result.keys())
+    rows = [dict(zip(names, row, strict=True)) for row in result]  # dicts dump fastest
     page, more = rows[: params["limit"]], len(rows) > params["limit"]
-    next_cursor = (page[-1].created_at, page[-1].id) if more else None
+    next_cursor = (page[-1]["created_at"], page[-1]["id"]) if more else None
     return {"incidents": page, "next_cursor": next_cursor}
 
 

@@ -18,7 +18,7 @@ def user_create(ctx: Context, params: dict[str, Any]) -> User:
     return add_user(params["username"], params["password"], params["role"])
 
 
-@action("user_list", params=NoParams(), role=Role.admin, output=users_out)
+@action("user_list", params=NoParams(), role=Role.admin, output=users_out, reads_only=True)
 def user_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"users": list(db.session.scalars(select(User).order_by(User.username)))}
 

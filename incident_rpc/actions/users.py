@@ -78,7 +78,7 @@ def authorization(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return issue_token(checked_login(username, password))
 
 
-@action("whoami", params=NoParams(), role=Role.reporter, output=whoami_out)
+@action("whoami", params=NoParams(), role=Role.reporter, output=whoami_out, reads_only=True)
 def whoami(ctx: Context, params: dict[str, Any]) -> Any:
     return ctx.caller
 
