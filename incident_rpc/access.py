@@ -27,4 +27,6 @@ def may_read(caller: Caller, created_by: str) -> bool:
 def readable(query: Select, caller: Caller) -> Select:
     """`query` (over incidents) narrowed to what the caller may read, in SQL."""
     owner = confined_to(caller)
-    return query if owner is None else query.where(Incident.created_by == owner)
+    # The table's column: it serves ORM and Core statements alike (a mapped attribute
+    # would pull a Core statement through the ORM's layers).
+    return query if owner is None else query.where(Incident.__table__.c.created_by == owner)

@@ -101,8 +101,9 @@ def _one_transaction() -> Iterator[Connection]:
         yield connection
         db.session.remove()
         outer.commit()
-        if joined.info.pop(events.WRITTEN, False):
-            fanout.ring()  # its savepoints' commits did not (fanout._ring_after_commit)
+        chunks = joined.info.pop(events.RECORDED, None)
+        if chunks:  # its savepoints' commits did not pass them on (fanout.py)
+            fanout.pass_on(chunks)
     finally:
         db.session.remove()
         connection.close()  # rolls back whatever was not committed

@@ -23,6 +23,8 @@ See the README, "Live change events".
 """
 
 import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, event, func, insert, literal_column, select, text
@@ -37,7 +39,7 @@ from .schemas import incident_out
 CHANNEL = "incident_events"  # the PostgreSQL NOTIFY channel
 ID_SHIFT = 16  # the bits of an id that number events within one transaction
 PENDING = "incident_rpc.events_pending"  # session.info: events to write at commit
-WRITTEN = "incident_rpc.events_written"  # session.info: events were written; ring after commit
+RECORDED = "incident_rpc.events_recorded"  # session.info: Chunks written, to pass on
 _timestamp = Timestamp()
 Item = tuple[int, str | None, str]  # (event id, the incident's creator, message)
 
@@ -74,41 +76,82 @@ def record(
 
 
 # One statement for any number of events: the ids continue after this transaction's
-# earlier events (a batch commits each command's events at its own savepoint), and
-# stop short of the next transaction's.
+# earlier events (a batch commits each command's events at its own savepoint) and stop
+# short of the next transaction's. It also answers what a listener needs to pass the
+# events on without reading them back (see `Chunk`): the last id below them, and
+# whether that id is final, i.e. no older transaction is still running.
 _INSERT_POSTGRES = text(f"""
-INSERT INTO events (id, type, incident_id, actor, at, data, changes)
-SELECT first.id + r.n - 1, r.type, r.incident_id, r.actor, r.at, r.data, r.changes
-FROM (SELECT coalesce(max(e.id) + 1, t.low) AS id, t.low + {1 << ID_SHIFT} AS next_low
-      FROM (SELECT pg_current_xact_id()::text::bigint << {ID_SHIFT} AS low) AS t
-      LEFT JOIN events AS e ON e.id >= t.low AND e.id < t.low + {1 << ID_SHIFT}
-      GROUP BY t.low) AS first,
-     ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS (type text, incident_id bigint,
-                actor text, at timestamptz, data jsonb, changes jsonb))
-     WITH ORDINALITY AS r(type, incident_id, actor, at, data, changes, n)
-WHERE first.id + r.n - 1 < first.next_low
+WITH t AS (SELECT pg_current_xact_id()::text::bigint << {ID_SHIFT} AS low,
+                  pg_snapshot_xmin(pg_current_snapshot())::text::bigint << {ID_SHIFT} AS horizon),
+first AS (SELECT coalesce(max(e.id) + 1, t.low) AS id, t.low + {1 << ID_SHIFT} AS next_low
+          FROM t LEFT JOIN events AS e ON e.id >= t.low AND e.id < t.low + {1 << ID_SHIFT}
+          GROUP BY t.low),
+inserted AS (
+    INSERT INTO events (id, type, incident_id, actor, at, data, changes)
+    SELECT first.id + r.n - 1, r.type, r.incident_id, r.actor, r.at, r.data, r.changes
+    FROM first,
+         ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS (type text, incident_id bigint,
+                    actor text, at timestamptz, data jsonb, changes jsonb))
+         WITH ORDINALITY AS r(type, incident_id, actor, at, data, changes, n)
+    WHERE first.id + r.n - 1 < first.next_low
+    RETURNING id)
+SELECT (SELECT count(*) FROM inserted) AS written, first.id AS first_id,
+       (SELECT coalesce(max(id), 0) FROM events WHERE id < first.id) AS previous,
+       (SELECT horizon = low FROM t) AS final
+FROM first
 """)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One commit's events, ready to pass on: a listener whose last id is `previous`
+    may publish them without reading the log, when `final` says that nothing can
+    still commit below them (no older transaction was running when they were
+    written). Anything else, and the listener reads the log."""
+
+    previous: int
+    final: bool
+    items: list[Item]
+
+
 def write_pending(session: Session) -> None:
-    """Write the transaction's recorded events (at before_commit), in order."""
+    """Write the transaction's recorded events (at before_commit), in order; leaves
+    their Chunk in `session.info[RECORDED]` for after the commit (fanout.py)."""
     pending = session.info.pop(PENDING, None)
     if not pending:
         return
     session.flush()  # the changes first, as the events describe them
+    for row in pending:
+        row["at"] = _timestamp.serialize("at", row)
     if session.get_bind().dialect.name == "postgresql":
-        for row in pending:
-            row["at"] = row["at"].isoformat()
-        written = session.execute(_INSERT_POSTGRES, {"rows": json.dumps(pending)}).rowcount
+        written, first_id, previous, final = session.execute(
+            _INSERT_POSTGRES, {"rows": json.dumps(pending)}
+        ).one()
         if written < len(pending):
             raise TooManyEvents()  # the commit fails; what was written is rolled back
-    else:
-        session.execute(insert(Event), pending)
-    session.info[WRITTEN] = True
+    else:  # BEGIN IMMEDIATE: no other writer until we commit, so max + 1 is ours
+        previous = session.execute(select(func.coalesce(func.max(Event.id), 0))).scalar_one()
+        first_id, final = previous + 1, True
+        rows = [{**row, "id": first_id + n, "at": datetime.fromisoformat(row["at"])}
+                for n, row in enumerate(pending)]  # fmt: skip
+        session.execute(insert(Event), rows)
+    for n, row in enumerate(pending):
+        row["id"] = first_id + n
+    items = [(row["id"], row["data"].get("created_by"), _message(row)) for row in pending]
+    session.info.setdefault(RECORDED, []).append(Chunk(previous, final, items))
 
 
 def _forget_pending(session: Session) -> None:
     session.info.pop(PENDING, None)
+    if not in_outer_transaction(session):  # a batch keeps what its savepoints wrote
+        session.info.pop(RECORDED, None)
+
+
+def in_outer_transaction(session: Session) -> bool:
+    """A session joined to a batch's transaction (endpoint.py): its commits and
+    rollbacks are only a savepoint's."""
+    bind = session.get_bind()
+    return isinstance(bind, Connection) and bind.in_transaction()
 
 
 # On the Session class: also the sessions that a batch joins to its transaction.
@@ -117,17 +160,14 @@ event.listen(Session, "after_rollback", _forget_pending)
 
 
 def message(row: Any) -> str:
-    """The wire form of an event (contract section 6)."""
-    return json.dumps(
-        {
-            "type": row.type,
-            "id": row.id,
-            "at": _timestamp.serialize("at", row),
-            "actor": row.actor,
-            "data": row.data,
-        },
-        ensure_ascii=False,
-    )
+    """The wire form of an event read from the log (contract section 6)."""
+    event = {"type": row.type, "id": row.id, "actor": row.actor, "data": row.data}
+    return _message({**event, "at": _timestamp.serialize("at", row)})
+
+
+def _message(event: dict[str, Any]) -> str:
+    keys = ("type", "id", "at", "actor", "data")
+    return json.dumps({key: event[key] for key in keys}, ensure_ascii=False)
 
 
 _COLUMNS = (Event.id, Event.type, Event.at, Event.actor, Event.data)

@@ -20,6 +20,7 @@ and queues the rest (subscriber.py), so a slow socket never stalls it or the
 other subscribers.
 """
 
+import json
 import logging
 import select
 import threading
@@ -27,7 +28,7 @@ import time
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
 from . import events
@@ -106,13 +107,16 @@ class Bus:
             if not self._ready.is_set():
                 self.last_id = events.last_event_id(connection)
                 self._ready.set()
+            wait = self._catch_up(connection)
             while True:
-                wait = self._catch_up(connection)
                 if self.postgres:
-                    _wait_for_notifications(connection, wait)
+                    notified = _wait_for_notifications(connection, wait)
+                    if notified and wait == self.poll_interval and all(map(self._take, notified)):
+                        continue  # each carried events that followed on: nothing to read
                 else:
                     self._doorbell.wait(wait)
                     self._doorbell.clear()
+                wait = self._catch_up(connection)
         finally:
             connection.close()  # detached: this really closes it
 
@@ -128,6 +132,26 @@ class Bus:
                 break
         self._retry = min(self._retry * 2, self.poll_interval) if held_back else HELD_BACK_RETRY
         return self._retry if held_back else self.poll_interval
+
+    def _take(self, payload: str) -> bool:
+        """Publish the chunks a notification carries; False if the log must be read
+        (a chunk that does not follow on, or none carried)."""
+        try:
+            chunks = parse_notification(payload)
+        except (ValueError, TypeError, IndexError):
+            return False
+        return bool(chunks) and all(map(self.publish_after, chunks))
+
+    def publish_after(self, chunk: events.Chunk) -> bool:
+        """Publish a commit's events if they follow on from the last one published and
+        nothing can still commit below them; True if they are (or were) published."""
+        with self._lock:
+            if chunk.items[-1][0] <= self.last_id:
+                return True  # the committing worker, or the log, was first
+            if not chunk.final or chunk.previous != self.last_id:
+                return False
+            self._publish(framed(chunk.items))
+            return True
 
     def _publish(self, batch: Batch) -> None:
         """Offer every subscriber the batch; offering never waits."""
@@ -165,12 +189,31 @@ def close_all() -> None:
         running.close_all()
 
 
-def _wait_for_notifications(connection: Connection, timeout: float) -> None:
-    """Until a NOTIFY arrives or `timeout` passes; every pending one is taken at once."""
+def _wait_for_notifications(connection: Connection, timeout: float) -> list[str]:
+    """The payloads of the notifications that arrive within `timeout`, all at once."""
     raw: Any = connection.connection.dbapi_connection
-    if select.select([raw], [], [], timeout)[0]:
-        raw.poll()
-        raw.notifies.clear()
+    if not select.select([raw], [], [], timeout)[0]:
+        return []
+    raw.poll()
+    payloads = [notice.payload for notice in raw.notifies]
+    raw.notifies.clear()
+    return payloads
+
+
+_NOTIFY_LIMIT = 7900  # PostgreSQL refuses payloads of 8,000 bytes and more
+
+
+def notification(chunks: list[events.Chunk]) -> str:
+    """The chunks as a NOTIFY payload, or "" (read the log) when they do not fit."""
+    payload = json.dumps([[c.previous, c.final, c.items] for c in chunks], ensure_ascii=False)
+    return payload if len(payload.encode()) < _NOTIFY_LIMIT else ""
+
+
+def parse_notification(payload: str) -> list[events.Chunk]:
+    return [
+        events.Chunk(int(previous), final is True, [(int(i), c, str(m)) for i, c, m in items])
+        for previous, final, items in json.loads(payload or "[]")
+    ]
 
 
 class Doorbell:
@@ -178,18 +221,23 @@ class Doorbell:
 
     Its own transaction, with synchronous_commit off: it carries nothing that must
     survive a crash (the listeners poll anyway), so it never waits for an fsync
-    and holds PostgreSQL's notify lock only for a moment. Rings that come while
-    one is being sent are answered by the next: under load one NOTIFY serves many
-    commits.
+    and holds PostgreSQL's notify lock only for a moment. It carries the events
+    (`notification`), so that a listener that is caught up can pass them on
+    without reading the log. Rings that come while one is being sent go out
+    together in the next one: under load one NOTIFY serves many commits.
     """
 
     def __init__(self, app: Flask) -> None:
         self.engine = _reader_engine(app.config)
+        self._chunks: list[events.Chunk] = []
+        self._chunks_lock = threading.Lock()
         self._wanted = threading.Event()
         thread = threading.Thread(target=self._run, name="incident-doorbell", daemon=True)
         thread.start()
 
-    def ring(self) -> None:
+    def ring(self, chunks: list[events.Chunk]) -> None:
+        with self._chunks_lock:
+            self._chunks.extend(chunks)
         self._wanted.set()
 
     def _run(self) -> None:
@@ -203,7 +251,10 @@ class Doorbell:
                     while True:
                         self._wanted.wait()
                         self._wanted.clear()
-                        connection.exec_driver_sql(f"NOTIFY {events.CHANNEL}")
+                        with self._chunks_lock:
+                            chunks, self._chunks = self._chunks, []
+                        payload = {"channel": events.CHANNEL, "payload": notification(chunks)}
+                        connection.execute(_NOTIFY, payload)
             except Exception as error:  # the database went away: ring again once back
                 self._wanted.set()
                 log.warning("event doorbell: %s; reconnecting in %.1f s", error, delay)
@@ -211,34 +262,38 @@ class Doorbell:
                 delay = min(delay * 2, 10.0)
 
 
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
 _doorbells: dict[int, Doorbell] = {}
 
 
-def ring(app: Flask | None = None) -> None:
-    """Events were committed: wake every listener (this process's, and on PostgreSQL
-    every other process's too)."""
+def pass_on(chunks: list[events.Chunk], app: Flask | None = None) -> None:
+    """Events were committed: this worker's subscribers get them at once if they follow
+    on; every listener (on PostgreSQL also those of other processes) is rung."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    running = _buses.get(id(app))
+    published = running is not None and all(map(running.publish_after, chunks))
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         with _buses_lock:
             if id(app) not in _doorbells:
                 _doorbells[id(app)] = Doorbell(app)
-        _doorbells[id(app)].ring()
-    elif id(app) in _buses:
-        _buses[id(app)].ring()
+        _doorbells[id(app)].ring(chunks)
+    elif running is not None and not published:
+        running.ring()  # something came between: the listener reads the log
 
 
-def _ring_after_commit(session: Session) -> None:
+def _pass_on_after_commit(session: Session) -> None:
     """After a commit that wrote events. Not for a session joined to a batch's
-    transaction: its "commit" is only a savepoint's; the batch rings itself."""
-    bind = session.get_bind()
-    if isinstance(bind, Connection) and bind.in_transaction():
+    transaction: its "commit" is only a savepoint's; the batch passes its events on
+    after its own commit (endpoint.py)."""
+    if events.in_outer_transaction(session):
         return
-    if session.info.pop(events.WRITTEN, False) and has_app_context():
-        ring()
+    chunks = session.info.pop(events.RECORDED, None)
+    if chunks and has_app_context():
+        pass_on(chunks)
 
 
 # On the Session class, like events.py's hooks: also the sessions a batch joins.
-event.listen(Session, "after_commit", _ring_after_commit)
+event.listen(Session, "after_commit", _pass_on_after_commit)
 
 
 def init_app(app: Flask) -> None:

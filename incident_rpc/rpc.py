@@ -213,7 +213,8 @@ def _run(
         return answer
     if claim:
         claim.remember(answer)
-    db.session.commit()  # in a batch: the command's savepoint (endpoint.py)
+    if not call.spec.reads_only:  # (a read's session is closed at teardown)
+        db.session.commit()  # in a batch: the command's savepoint (endpoint.py)
     return answer
 
 
