@@ -344,6 +344,9 @@ def test_a_slow_subscriber_is_closed_and_others_carry_on(new_database_url, tmp_p
             (socket.SOL_SOCKET, socket.SO_RCVBUF, 1),
         ]
         slow = connect(server, token, since=since, sockopt=small_buffers)  # reads nothing yet
+        # Both live before the flood: a socket still replaying would get every event from
+        # the log (its replay starts over when its queue overflows) and never be closed.
+        time.sleep(1)
         fast_received: list[dict[str, Any]] = []
         reader = Background(lambda: fast_received.extend(next_event(fast) for _ in range(80)))
         reader.start()
