@@ -6,7 +6,7 @@ Both servers run under the production gunicorn.conf.py (same worker model, two
 workers) on one throwaway PostgreSQL database (created here, dropped at the end):
 
 - incident_rpc: `wsgi:app`, commands are `create` on POST /rpc, events reach /ws
-  through the event log (advisory lock, LISTEN/NOTIFY doorbell, per-subscriber queues).
+  through the event log (xid-ordered ids, LISTEN/NOTIFY doorbell, per-subscriber queues).
 - baseline: `baseline_app()` below: flask-sock, a POST that runs pg_notify with the
   message itself, and one LISTEN connection per worker whose greenlet sends each
   notification straight to every socket of that worker. No table, no auth, no queue.
