@@ -271,13 +271,14 @@ def pass_on(chunks: list[events.Chunk], app: Flask | None = None) -> None:
     on; every listener (on PostgreSQL also those of other processes) is rung."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     running = _buses.get(id(app))
-    published = running is not None and all(map(running.publish_after, chunks))
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
         with _buses_lock:
             if id(app) not in _doorbells:
                 _doorbells[id(app)] = Doorbell(app)
         _doorbells[id(app)].ring(chunks)
-    elif running is not None and not published:
+        time.sleep(0)  # let the doorbell send now, while this worker's sockets are written
+    published = running is not None and all(map(running.publish_after, chunks))
+    if running is not None and not published and not running.postgres:
         running.ring()  # something came between: the listener reads the log
 
 
