@@ -18,7 +18,8 @@ visible below an id that a reader has already passed:
 - SQLite: BEGIN IMMEDIATE (database.py) serializes whole write transactions, so
   the table's autoincrement ids already commit in order.
 
-After the commit, `fanout.ring` tells every listener to read (see fanout.py).
+After the commit, `fanout.pass_on` hands the written events (`Chunk`s) to this
+worker's subscribers and, through a NOTIFY, to every other listener.
 See the README, "Live change events".
 """
 

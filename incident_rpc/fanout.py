@@ -1,19 +1,21 @@
 """Fan-out: one listener per worker process pushes new events to its subscribers.
 
 The event table is the truth. The listener reads the final events after its
-last id (`events.read_after`) whenever its doorbell rings, and every
-`EVENTS_POLL_INTERVAL` seconds anyway, so a lost ring delays an event but never
-loses it. When a read finds events held back behind an older transaction that
-is still running, it reads again soon (from 2 ms, doubling), as that
-transaction's end rings no bell unless it wrote events itself.
+last id (`events.read_after`) when a notification does not fit, and every
+`EVENTS_POLL_INTERVAL` seconds anyway, so a lost notification delays an event
+but never loses it. When a read finds events held back behind an older
+transaction that is still running, it reads again soon (from 2 ms, doubling),
+as that transaction's end rings no bell unless it wrote events itself.
 
-The doorbell (`ring`, after every commit that wrote events): on PostgreSQL a
-NOTIFY on a dedicated connection, LISTENed to by every worker of every
-instance; on SQLite an in-process event (other workers of the same file find
-events by polling, which is cheap there). The NOTIFY is sent outside the
-writing transaction on purpose, by `Doorbell`: PostgreSQL holds a global lock
-from a notifying transaction's commit until its fsync is done, which would put
-every write in one queue.
+After every commit that wrote events, `pass_on` hands its `events.Chunk`s to
+this worker's subscribers at once (when they follow on from the last event
+published) and rings the doorbell: on PostgreSQL a NOTIFY carrying the chunks,
+LISTENed to by every worker of every instance, whose listener publishes them the
+same way or reads the log; on SQLite an in-process event (other workers of the
+same file find events by polling, which is cheap there). The NOTIFY is sent
+outside the writing transaction on purpose, by `Doorbell`: PostgreSQL holds a
+global lock from a notifying transaction's commit until its fsync is done, which
+would put every write in one queue.
 
 The listener never waits for a socket: it writes to idle ones without waiting
 and queues the rest (subscriber.py), so a slow socket never stalls it or the
@@ -32,7 +34,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
 from . import events
-from .database import engine_options
+from .database import engine_is_postgres, engine_options
 from .subscriber import Batch, Subscriber, framed
 
 log = logging.getLogger("incident_rpc")
@@ -271,7 +273,7 @@ def pass_on(chunks: list[events.Chunk], app: Flask | None = None) -> None:
     on; every listener (on PostgreSQL also those of other processes) is rung."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     running = _buses.get(id(app))
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+    if engine_is_postgres(app.config):
         with _buses_lock:
             if id(app) not in _doorbells:
                 _doorbells[id(app)] = Doorbell(app)
