@@ -709,6 +709,43 @@ def test_listeners_reconnect_and_catch_up_after_losing_their_connection(cluster,
         ws.close()
 
 
+@pytest.mark.postgres
+def test_the_doorbell_reconnects_after_losing_its_connection(postgres, tmp_path_factory):
+    """Two instances of one worker each, polling only every 60 s: an event written on one
+    reaches a subscriber of the other through the writer's doorbell alone. Its backend is
+    terminated; the next write still arrives within seconds."""
+    database_url = postgres.create()
+    writer, reader = (
+        Server(database_url, tmp_path_factory.mktemp("instance"), workers=1,
+               EVENTS_POLL_INTERVAL="60").start()
+        for _ in range(2)
+    )  # fmt: skip
+    try:
+        token = writer.login()
+        ws = connect(reader, token)
+        time.sleep(0.5)  # subscribed: what follows comes live
+        first = writer.rpc("create", token, expect=201, description="rings")["data"]
+        ws.settimeout(5)
+        assert next_event(ws)["data"] == first  # the doorbell works, and now exists
+        engine = create_engine(database_url)
+        with engine.begin() as connection:
+            ended = connection.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = :name"
+                ),
+                {"name": "incident_rpc events doorbell"},
+            ).scalar_one()
+        engine.dispose()
+        assert ended == 1
+        second = writer.rpc("create", token, expect=201, description="rings again")["data"]
+        assert next_event(ws)["data"] == second  # within 5 s, far below the poll interval
+        ws.close()
+    finally:
+        writer.stop()
+        reader.stop()
+
+
 class Background(threading.Thread):
     """A thread whose failure fails the test when joined."""
 

@@ -42,6 +42,7 @@ PAGE = 500  # events per read
 SQLITE_POLL_INTERVAL = 0.2  # seconds; a local B-tree lookup
 HELD_BACK_RETRY = 0.002  # seconds; doubled on each read that still finds events held back
 LISTENER_NAME = "incident_rpc events listener"  # its application_name in PostgreSQL
+DOORBELL_NAME = "incident_rpc events doorbell"  # the same, for the Doorbell's connection
 
 
 class Bus:
@@ -249,6 +250,7 @@ class Doorbell:
                 with self.engine.connect() as connection:
                     connection = connection.execution_options(isolation_level="AUTOCOMMIT")
                     connection.exec_driver_sql("SET synchronous_commit = off")
+                    connection.exec_driver_sql(f"SET application_name = '{DOORBELL_NAME}'")
                     delay = 0.5
                     while True:
                         self._wanted.wait()
