@@ -138,7 +138,11 @@ def write_pending(session: Session) -> None:
         session.execute(insert(Event), rows)
     for n, row in enumerate(pending):
         row["id"] = first_id + n
-    items = [(row["id"], row["data"].get("created_by"), _message(row)) for row in pending]
+    items = [
+        (row["id"], row["data"].get("created_by"),
+         _wire(row["type"], row["id"], row["at"], row["actor"], row["data"]))
+        for row in pending
+    ]  # fmt: skip
     session.info.setdefault(RECORDED, []).append(Chunk(previous, final, items))
 
 
@@ -162,13 +166,12 @@ event.listen(Session, "after_rollback", _forget_pending)
 
 def message(row: Any) -> str:
     """The wire form of an event read from the log (contract section 6)."""
-    event = {"type": row.type, "id": row.id, "actor": row.actor, "data": row.data}
-    return _message({**event, "at": _timestamp.serialize("at", row)})
+    return _wire(row.type, row.id, _timestamp.serialize("at", row), row.actor, row.data)
 
 
-def _message(event: dict[str, Any]) -> str:
-    keys = ("type", "id", "at", "actor", "data")
-    return json.dumps({key: event[key] for key in keys}, ensure_ascii=False)
+def _wire(kind: str, event_id: int, at: str, actor: str, data: Any) -> str:
+    event = {"type": kind, "id": event_id, "at": at, "actor": actor, "data": data}
+    return json.dumps(event, ensure_ascii=False)
 
 
 _COLUMNS = (Event.id, Event.type, Event.at, Event.actor, Event.data)

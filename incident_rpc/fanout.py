@@ -267,7 +267,16 @@ class Doorbell:
 
 
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
-_doorbells: dict[int, Doorbell] = {}
+_doorbells: dict[int, Doorbell | None] = {}
+
+
+def _doorbell(app: Flask) -> Doorbell | None:
+    """This process's doorbell for `app`, started on first use; None on SQLite."""
+    if id(app) not in _doorbells:  # decided once, not on every commit
+        with _buses_lock:
+            if id(app) not in _doorbells:
+                _doorbells[id(app)] = Doorbell(app) if engine_is_postgres(app.config) else None
+    return _doorbells[id(app)]
 
 
 def pass_on(chunks: list[events.Chunk], app: Flask | None = None) -> None:
@@ -275,11 +284,9 @@ def pass_on(chunks: list[events.Chunk], app: Flask | None = None) -> None:
     on; every listener (on PostgreSQL also those of other processes) is rung."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
     running = _buses.get(id(app))
-    if engine_is_postgres(app.config):
-        with _buses_lock:
-            if id(app) not in _doorbells:
-                _doorbells[id(app)] = Doorbell(app)
-        _doorbells[id(app)].ring(chunks)
+    doorbell = _doorbell(app)
+    if doorbell is not None:
+        doorbell.ring(chunks)
         time.sleep(0)  # let the doorbell send now, while this worker's sockets are written
     published = running is not None and all(map(running.publish_after, chunks))
     if running is not None and not published and not running.postgres:
