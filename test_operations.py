@@ -55,6 +55,16 @@ def test_production_refuses_to_start_without_secret_key(tmp_path) -> None:
     assert not (tmp_path / "secret_key").exists()
 
 
+@pytest.mark.parametrize("max_bulk", ["0", "65537"])
+def test_a_max_bulk_outside_what_event_ids_can_number_refuses_to_start(tmp_path, max_bulk):
+    done = run_python(
+        "import wsgi", MAX_BULK=max_bulk, SECRET_KEY="k", INSTANCE_PATH=str(tmp_path),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "MAX_BULK must be between 1 and 65536" in done.stderr
+
+
 def test_development_key_is_made_once_and_kept(tmp_path) -> None:
     """Without SECRET_KEY, tokens survive a restart: the key made the first time is reused."""
     url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
