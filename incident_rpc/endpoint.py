@@ -30,7 +30,7 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from . import events, fanout, jsonrpc, rpc
+from . import events, fanout, grouping, jsonrpc, rpc
 from .errors import BadRequest, InvalidJSON, PayloadTooLarge, envelope
 from .extensions import db
 from .rpc import POST_ONLY, Batch, bearer_token, execute, parse_json, respond
@@ -58,7 +58,7 @@ def rpc_endpoint() -> Response:
     if jsonrpc_only or jsonrpc.speaks_jsonrpc(body):
         response = jsonrpc.answer(body, bearer_token())
         return Response(status=204) if response is None else _json(response)
-    return respond(execute(body, None, bearer_token()))
+    return respond(grouping.execute(body, bearer_token()))
 
 
 def _batch(items: list[Any], token: str | None, jsonrpc_only: bool) -> Response:

@@ -1,0 +1,231 @@
+"""Group commit (incident_rpc/grouping.py): creates that arrive together share one
+commit, and each still gets the answer, the row and the event it would get alone.
+
+On PostgreSQL a test holds a lock on the incidents table so that one create waits
+in the database while the others queue behind it: when the lock goes, the queue
+runs as one group, which the event ids show (an event id is its transaction's id
+shifted left, events.ID_SHIFT).
+"""
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg2
+import pytest
+import requests
+import sqlalchemy
+
+from conftest import Server
+from incident_rpc.events import ID_SHIFT
+
+PASSWORD = "a-password-for-grouping-tests"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def new_user(server: Server, admin: str, role: str) -> tuple[str, str]:
+    """A new user's name and token."""
+    name = unique(role)
+    server.rpc("user_create", admin, expect=201, username=name, password=PASSWORD, role=role)
+    return name, server.login(name, PASSWORD)
+
+
+def post(server: Server, command: dict[str, Any], header_token: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {header_token}"} if header_token else {}
+    response = requests.post(f"{server.url}/rpc", json=command, headers=headers, timeout=60)
+    answer = response.json()
+    assert response.status_code == answer["status"], answer
+    return answer
+
+
+def events_of(server: Server, incident_ids: list[int]) -> dict[int, list[tuple[int, str]]]:
+    """Each incident's (event id, type) pairs, read straight from the database."""
+    engine = sqlalchemy.create_engine(server.database_url, poolclass=sqlalchemy.NullPool)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sqlalchemy.text("SELECT incident_id, id, type FROM events"
+                            " WHERE incident_id IN :ids ORDER BY id")
+            .bindparams(sqlalchemy.bindparam("ids", expanding=True)),
+            {"ids": incident_ids},
+        )  # fmt: skip
+        found: dict[int, list[tuple[int, str]]] = {incident_id: [] for incident_id in incident_ids}
+        for incident_id, event_id, kind in rows:
+            found[incident_id].append((event_id, kind))
+    engine.dispose()
+    return found
+
+
+@pytest.fixture(scope="module")
+def one_worker(new_database_url, tmp_path_factory) -> Iterator[Server]:
+    """One worker, so that concurrent requests meet in one process."""
+    running = Server(new_database_url(), tmp_path_factory.mktemp("grouping"), workers=1).start()
+    yield running
+    running.stop()
+
+
+def test_concurrent_creates_each_get_their_own_answer(one_worker: Server) -> None:
+    """Two callers (body and header tokens), with invalid commands and a bad token
+    among them: every valid create is stored once, as its caller, with its event."""
+    admin = one_worker.login()
+    reporter_name, reporter = new_user(one_worker, admin, "reporter")
+    sends = []
+    for n in range(60):
+        text = f"grouped {n} {uuid.uuid4().hex[:6]}"
+        if n % 10 == 3:
+            sends.append(({"action": "create", "token": admin, "description": " "}, None, 400))
+        elif n % 10 == 7:
+            sends.append(({"action": "create", "token": admin + "x", "description": text},
+                          None, 401))  # fmt: skip
+        elif n % 2:
+            sends.append(({"action": "create", "description": text}, reporter, 201))
+        else:
+            sends.append(({"action": "create", "token": admin, "description": text}, None, 201))
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda send: post(one_worker, send[0], send[1]), sends))
+
+    assert [answer["status"] for answer in answers] == [expected for *_, expected in sends]
+    created = [(send, answer["data"]) for send, answer in zip(sends, answers, strict=True)
+               if answer["status"] == 201]  # fmt: skip
+    assert len({incident["id"] for _, incident in created}) == len(created)
+    for (command, header_token, _), incident in created:
+        assert incident["description"] == command["description"]
+        assert incident["created_by"] == (reporter_name if header_token else "admin")
+        stored = one_worker.rpc("get", admin, expect=200, id=incident["id"])["data"]
+        assert stored == incident
+    logged = events_of(one_worker, [incident["id"] for _, incident in created])
+    assert all([kind for _, kind in log] == ["added"] for log in logged.values())
+
+
+# --- PostgreSQL: a queue held behind a lock ------------------------------------------
+
+
+class TableLock:
+    """Holds `LOCK TABLE incidents` so that a create's INSERT waits for it."""
+
+    def __init__(self, server: Server) -> None:
+        url = sqlalchemy.engine.make_url(server.database_url)
+        self.database = url.database
+        self.params = {"host": url.host, "port": url.port, "user": url.username,
+                       "dbname": url.database}  # fmt: skip
+        self.connection = psycopg2.connect(**self.params)
+
+    def __enter__(self) -> "TableLock":
+        with self.connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE incidents IN EXCLUSIVE MODE")
+        return self
+
+    def waiting(self) -> int:
+        """How many sessions of the database wait for a lock."""
+        watcher = psycopg2.connect(**self.params)
+        with watcher.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                " AND wait_event_type = 'Lock'",
+                (self.database,),
+            )
+            (count,) = cursor.fetchone()
+        watcher.close()
+        return count
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.rollback()
+        self.connection.close()
+
+
+def queue_behind_a_lock(server: Server, commands: list[dict[str, Any]]) -> tuple[Any, list[Any]]:
+    """Send a first create, wait until it waits on the lock, send `commands` while it
+    waits, then release it: the answers to the first and to `commands`."""
+    token = server.login()
+    first: dict[str, Any] = {}
+    with TableLock(server) as lock:
+        holder = threading.Thread(
+            target=lambda: first.update(
+                post(server, {"action": "create", "token": token, "description": "first"})
+            )
+        )
+        holder.start()  # fmt: skip
+        deadline = time.monotonic() + 10
+        while lock.waiting() == 0:
+            assert time.monotonic() < deadline, "the first create never reached the lock"
+            time.sleep(0.02)
+        pool = ThreadPoolExecutor(len(commands))
+        pending = [pool.submit(post, server, command) for command in commands]
+        time.sleep(0.5)  # they arrive and queue behind the first
+    holder.join(30)
+    answers = [future.result(30) for future in pending]
+    pool.shutdown()
+    return first, answers
+
+
+def transactions(server: Server, incident_ids: list[int]) -> set[int]:
+    """The transactions that wrote these incidents' events."""
+    logged = events_of(server, incident_ids)
+    return {event_id >> ID_SHIFT for log in logged.values() for event_id, _ in log}
+
+
+@pytest.fixture(scope="module")
+def postgres_worker(postgres, tmp_path_factory) -> Iterator[Server]:
+    running = Server(postgres.create(), tmp_path_factory.mktemp("pg-grouping"), workers=1)
+    yield running.start()
+    running.stop()
+
+
+@pytest.mark.postgres
+def test_creates_that_queue_share_one_commit(postgres_worker: Server) -> None:
+    token = postgres_worker.login()
+    commands = [{"action": "create", "token": token, "description": f"queued {n}"}
+                for n in range(6)]  # fmt: skip
+    first, answers = queue_behind_a_lock(postgres_worker, commands)
+
+    assert first["status"] == 201
+    assert [answer["status"] for answer in answers] == [201] * 6
+    assert [answer["data"]["description"] for answer in answers] == [
+        command["description"] for command in commands
+    ]
+    queued = [answer["data"]["id"] for answer in answers]
+    assert len(transactions(postgres_worker, queued)) == 1  # one commit for the six
+    assert transactions(postgres_worker, [first["data"]["id"]]).isdisjoint(
+        transactions(postgres_worker, queued)
+    )
+
+
+@pytest.mark.postgres
+def test_a_group_that_fails_runs_each_command_alone(postgres_worker: Server) -> None:
+    """A dedup_key that another reporter's open incident holds makes the group's
+    handler fail: each command then runs on its own and gets its own answer."""
+    admin = postgres_worker.login()
+    _, owner = new_user(postgres_worker, admin, "reporter")
+    _, other = new_user(postgres_worker, admin, "reporter")
+    key = unique("held")
+    post(postgres_worker, {"action": "create", "token": owner, "description": "x",
+                           "dedup_key": key})  # fmt: skip
+    commands = [{"action": "create", "token": other, "description": f"fine {n}"} for n in range(5)]
+    commands.insert(2, {"action": "create", "token": other, "description": "x", "dedup_key": key})
+    _, answers = queue_behind_a_lock(postgres_worker, commands)
+
+    assert [answer["status"] for answer in answers] == [201, 201, 409, 201, 201, 201]
+    stored = [answer["data"]["id"] for answer in answers if answer["status"] == 201]
+    assert len(transactions(postgres_worker, stored)) == 5  # each alone
+    mine = postgres_worker.rpc("get_all", other, expect=200, limit=1000)["data"]["incidents"]
+    assert sorted(incident["id"] for incident in mine) == sorted(stored)
+
+
+@pytest.mark.postgres
+def test_group_commit_can_be_turned_off(postgres, tmp_path_factory) -> None:
+    server = Server(postgres.create(), tmp_path_factory.mktemp("ungrouped"), workers=1,
+                    GROUP_COMMIT="0").start()  # fmt: skip
+    try:
+        token = server.login()
+        commands = [{"action": "create", "token": token, "description": f"q {n}"}
+                    for n in range(4)]  # fmt: skip
+        _, answers = queue_behind_a_lock(server, commands)
+        assert [answer["status"] for answer in answers] == [201] * 4
+        assert len(transactions(server, [answer["data"]["id"] for answer in answers])) == 4
+    finally:
+        server.stop()
