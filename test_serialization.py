@@ -1,5 +1,7 @@
-"""The fast output schemas (`FlatOut`) dump exactly what plain marshmallow dumps."""
+"""The fast output schemas (`FlatOut`) dump exactly what plain marshmallow dumps, and
+answers are encoded (jsonio.encode) as the standard library would encode them."""
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
@@ -8,7 +10,7 @@ import pytest
 from marshmallow import Schema
 from sqlalchemy import create_engine, select
 
-from incident_rpc import legacy
+from incident_rpc import jsonio, legacy
 from incident_rpc.models import Incident, Severity, Status
 from incident_rpc.schemas import FlatOut, IncidentOut, incident_page_out
 
@@ -66,3 +68,16 @@ def test_nested_pages_use_the_same_fields() -> None:
     page = incident_page_out.dump({"incidents": objects, "next_cursor": (NOW, 7)})
     assert page["incidents"] == plain(IncidentOut).dump(objects, many=True)
     assert isinstance(page["next_cursor"], str)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"jsonrpc": "2.0", "result": {}, "id": 2**70},  # an echoed id past 64 bits
+        {"data": {"errors": {"ids": {0: ["Not a valid integer."]}}}},  # marshmallow's int keys
+        {"error": "no such user '\ud800'"},  # a lone surrogate that json.loads let in
+        {"incidents": [{"title": "Überschwemmung ☔", "details": {"n": -(2**63)}}]},
+    ],
+)
+def test_answers_encode_whatever_the_standard_library_would(body: dict[str, Any]) -> None:
+    assert json.loads(jsonio.encode(body)) == json.loads(json.dumps(body))

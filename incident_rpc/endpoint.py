@@ -21,7 +21,6 @@ JSON-RPC answers are HTTP 200 (204 when there is nothing to answer); only the
 refusals that come before any element is read (body or batch too large) are 413.
 """
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,17 +29,17 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from . import events, fanout, grouping, jsonrpc, rpc
+from . import events, fanout, grouping, jsonio, jsonrpc, rpc
 from .errors import BadRequest, InvalidJSON, PayloadTooLarge, envelope
 from .extensions import db
-from .rpc import POST_ONLY, Batch, bearer_token, execute, parse_json, respond
+from .rpc import POST_ONLY, Batch, bearer_token, execute, respond
 
 bp = Blueprint("endpoint", __name__)
 _OPTIONS = {"expire_on_commit": False}  # as db.session's own (extensions.py)
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(json.dumps(body), status=status, mimetype="application/json")
+    return Response(jsonio.encode(body), status=status, mimetype="application/json")
 
 
 @bp.route("/rpc", **POST_ONLY)
@@ -48,7 +47,7 @@ def rpc_endpoint() -> Response:
     raw = request.get_data(cache=False)
     jsonrpc_only = request.mimetype == "application/json-rpc"
     try:
-        body = parse_json(raw)
+        body = jsonio.parse(raw)
     except InvalidJSON:
         if jsonrpc_only or b'"jsonrpc"' in raw:
             return _json(jsonrpc.error(jsonrpc.PARSE_ERROR))

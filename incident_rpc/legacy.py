@@ -5,7 +5,6 @@ the dispatcher answers with the first failing field's message, so field order
 here is the order in which the older service checked them.
 """
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,7 @@ from flask import Response
 from marshmallow import EXCLUDE, Schema, fields
 from sqlalchemy import select
 
-from . import access
+from . import access, jsonio
 from .extensions import db
 from .fields import Text, Timestamp, choice
 from .models import Incident, Source, Status
@@ -121,13 +120,13 @@ def stream_incidents(ctx: Context, params: dict[str, Any]) -> Response | Reply:
     return response
 
 
-def _envelope_around(first: list[Any], chunks: Iterator[list[Any]]) -> Iterator[str]:
-    yield '{"success": true, "error": "", "status": 200, "data": {"incidents": ['
+def _envelope_around(first: list[Any], chunks: Iterator[list[Any]]) -> Iterator[bytes]:
+    yield b'{"success": true, "error": "", "status": 200, "data": {"incidents": ['
     yield _items(first)
     for chunk in chunks:
-        yield "," + _items(chunk)
-    yield "]}}"
+        yield b"," + _items(chunk)
+    yield b"]}}"
 
 
-def _items(rows: list[Any]) -> str:
-    return json.dumps(incident_out.dump(rows, many=True))[1:-1]
+def _items(rows: list[Any]) -> bytes:
+    return jsonio.encode(incident_out.dump(rows, many=True))[1:-1]

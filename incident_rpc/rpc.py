@@ -10,7 +10,6 @@ an exception becomes an envelope. The /rpc route, with its batches and JSON-RPC,
 is endpoint.py.
 """
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 from marshmallow import Schema, ValidationError
 
-from . import database, replay
+from . import database, jsonio, replay
 from .auth import Caller, authenticate
 from .errors import (
     BadRequest,
@@ -279,20 +278,9 @@ def _run_many(calls: list[Call]) -> list[Any]:
     return answers
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as error:  # includes bad UTF-8 and huge numbers
-        raise InvalidJSON() from error
-
-
 def read_json() -> Any:
     """The request body as JSON, whatever the Content-Type says."""
-    return parse_json(request.get_data(cache=False))
+    return jsonio.parse(request.get_data(cache=False))
 
 
 def bearer_token() -> str | None:
@@ -303,7 +291,7 @@ def bearer_token() -> str | None:
 def respond(result: Any) -> Response:
     if isinstance(result, Response):
         return result
-    return Response(json.dumps(result), status=result["status"], mimetype="application/json")
+    return Response(jsonio.encode(result), status=result["status"], mimetype="application/json")
 
 
 POST_ONLY = {"methods": ["POST"], "strict_slashes": False, "provide_automatic_options": False}

@@ -178,6 +178,10 @@ class FlatOut(Schema):
         self._row_keys = [(key, attribute) for key, attribute, *_ in self._plan]
         self._row_conversions = [(key, name, convert) for key, _, name, convert, as_is in self._plan
                                  if as_is is None]  # fmt: skip
+        # A row holding exactly the declared attributes, each under its own output key
+        # (get_all's), is copied whole: one C call instead of a lookup per field.
+        renamed = any(key != attribute for key, attribute in self._row_keys)
+        self._copyable = None if renamed else {key for key, _ in self._row_keys}
 
     def _serialize(self, obj: Any, *, many: bool = False) -> Any:
         if many and obj is not None:
@@ -193,7 +197,10 @@ class FlatOut(Schema):
         return out
 
     def _serialize_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        out = {key: row[attribute] for key, attribute in self._row_keys}
+        if row.keys() == self._copyable:
+            out = row.copy()
+        else:
+            out = {key: row[attribute] for key, attribute in self._row_keys}
         for key, name, convert in self._row_conversions:
             if out[key] is not None:
                 out[key] = convert(out[key], name, row)

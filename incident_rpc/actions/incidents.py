@@ -115,7 +115,7 @@ def get_all(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         query = query.where(tuple_(INCIDENTS.c.created_at, INCIDENTS.c.id) < after)
     result = db.session.execute(query)
     names = tuple(result.keys())
-    rows = [dict(zip(names, row, strict=True)) for row in result]  # dicts dump fastest
+    rows = [dict(zip(names, row, strict=True)) for row in result.all()]  # dicts dump fastest
     page, more = rows[: params["limit"]], len(rows) > params["limit"]
     next_cursor = (page[-1]["created_at"], page[-1]["id"]) if more else None
     return {"incidents": page, "next_cursor": next_cursor}
