@@ -63,11 +63,23 @@ def test_dumps_like_marshmallow(schema: type[FlatOut]) -> None:
     assert schema(many=True).dump(objects) == plain(schema).dump(objects, many=True)
 
 
-def test_nested_pages_use_the_same_fields() -> None:
+def test_pages_encode_to_what_marshmallow_and_json_would_write() -> None:
+    """A page leaves UTC times to the encoder (times_as_is) and passes on documents
+    read as text (details): the JSON written is the same."""
     objects = incidents()
-    page = incident_page_out.dump({"incidents": objects, "next_cursor": (NOW, 7)})
-    assert page["incidents"] == plain(IncidentOut).dump(objects, many=True)
+    rows = [row for row in objects if isinstance(row, dict)]
+    as_text = [{**row, "details": json.dumps(row["details"])} for row in rows]
+    page = incident_page_out.dump({"incidents": objects + as_text, "next_cursor": (NOW, 7)})
+    expected = plain(IncidentOut).dump(objects + rows, many=True)
+    assert json.loads(jsonio.encode(page))["incidents"] == json.loads(json.dumps(expected))
     assert isinstance(page["next_cursor"], str)
+
+
+@pytest.mark.parametrize("microsecond", [0, 1, 120000, 999999])
+def test_the_encoder_writes_utc_times_as_isoformat_does(microsecond: int) -> None:
+    for moment in (NOW, datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)):
+        moment = moment.replace(microsecond=microsecond)
+        assert jsonio.encode([moment]) == json.dumps([moment.isoformat()]).encode()
 
 
 @pytest.mark.parametrize(

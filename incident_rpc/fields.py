@@ -14,6 +14,8 @@ from typing import Any
 
 from marshmallow import fields, validate
 
+from .jsonio import Raw
+
 MAX_ID = 2**63 - 1
 
 
@@ -74,6 +76,16 @@ class Timestamp(fields.Field):
             return parsed.astimezone(UTC)
         except OverflowError as error:  # e.g. 0001-01-01T00:00-01:00
             raise self.make_error("invalid") from error
+
+
+class Document(fields.Dict):
+    """A JSON object; one that the database hands over as text (`get_all` reads it
+    so) goes into the answer as it is (`jsonio.Raw`), never parsed and encoded again."""
+
+    def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            return Raw(value)
+        return super()._serialize(value, attr, obj, **kwargs)
 
 
 class Cursor(fields.Field):

@@ -5,12 +5,13 @@ silently); server-owned fields are dump-only. The legacy dialect's schemas live
 in `legacy.py`.
 """
 
+from datetime import UTC
 from enum import StrEnum
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
-from .fields import Cursor, Text, Timestamp, choice, identifier
+from .fields import Cursor, Document, Text, Timestamp, choice, identifier
 from .models import Severity, Source, Status
 
 
@@ -164,19 +165,26 @@ class FlatOut(Schema):
     (times, documents) are converted. The result equals marshmallow's for any
     object or row with every declared attribute (test_serialization.py). Hooks
     still run: `dump` calls `_serialize`.
+
+    With `times_as_is`, for what only `jsonio.encode` writes out (pages of
+    incidents), Timestamp fields leave aware UTC datetimes as they are: orjson
+    writes them exactly as `Timestamp` would (`isoformat()`, tested), ten times
+    faster; the encoded answer is the same.
     """
 
     _AS_IS = {fields.String: str, fields.Integer: int}
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, times_as_is: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._plan = [
             (field.data_key or name, field.attribute or name, name, field._serialize,
-             self._AS_IS.get(type(field)) if not getattr(field, "as_string", False) else None)
+             self._AS_IS.get(type(field)) if not getattr(field, "as_string", False) else None,
+             times_as_is and isinstance(field, Timestamp))
             for name, field in self.dump_fields.items()
         ]  # fmt: skip
         self._row_keys = [(key, attribute) for key, attribute, *_ in self._plan]
-        self._row_conversions = [(key, name, convert) for key, _, name, convert, as_is in self._plan
+        self._row_conversions = [(key, name, convert, utc_as_is)
+                                 for key, _, name, convert, as_is, utc_as_is in self._plan
                                  if as_is is None]  # fmt: skip
         # A row holding exactly the declared attributes, each under its own output key
         # (get_all's), is copied whole: one C call instead of a lookup per field.
@@ -189,10 +197,11 @@ class FlatOut(Schema):
         if isinstance(obj, dict):
             return self._serialize_row(obj)
         out = {}
-        for key, attribute, name, convert, as_is in self._plan:
+        for key, attribute, name, convert, as_is, utc_as_is in self._plan:
             value = getattr(obj, attribute)
             if value is not None and type(value) is not as_is:
-                value = convert(value, name, obj)
+                if not (utc_as_is and value.tzinfo is UTC):
+                    value = convert(value, name, obj)
             out[key] = value
         return out
 
@@ -201,9 +210,10 @@ class FlatOut(Schema):
             out = row.copy()
         else:
             out = {key: row[attribute] for key, attribute in self._row_keys}
-        for key, name, convert in self._row_conversions:
-            if out[key] is not None:
-                out[key] = convert(out[key], name, row)
+        for key, name, convert, utc_as_is in self._row_conversions:
+            value = out[key]
+            if value is not None and not (utc_as_is and value.tzinfo is UTC):
+                out[key] = convert(value, name, row)
         return out
 
 
@@ -214,7 +224,7 @@ class IncidentOut(FlatOut):
     status = fields.String()
     severity = fields.String()
     source = fields.String()
-    details = fields.Dict()
+    details = Document()
     created_by = fields.String()
     created_at = Timestamp()
     updated_at = Timestamp()
@@ -240,7 +250,7 @@ token_out = TokenOut()
 
 
 class IncidentPageOut(Schema):
-    incidents = fields.Nested(IncidentOut, many=True)  # one dump call, not one per row
+    incidents = fields.Nested(IncidentOut(many=True, times_as_is=True))  # one call, not one a row
     next_cursor = Cursor()
 
 

@@ -12,7 +12,7 @@ command does (README, "Benchmarks").
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, insert, literal, select, tuple_
+from sqlalchemy import Select, Text, cast, insert, literal, select, tuple_
 
 from .. import access, dedup, events, legacy
 from ..auth import Caller
@@ -50,9 +50,13 @@ def find(incident_id: int, caller: Caller) -> Incident:
     return incident
 
 
+# A page's columns; `details` as the JSON text it is stored as, to be passed on unparsed.
+PAGE_COLUMNS = [cast(c, Text).label(c.name) if c.name == "details" else c for c in INCIDENTS.c]
+
+
 def filtered(params: dict[str, Any], caller: Caller) -> Select:
-    """Every column of the incidents that match the list filters and the caller may read."""
-    query = access.readable(select(*INCIDENTS.c), caller)
+    """The page columns of the incidents that match the list filters and the caller may read."""
+    query = access.readable(select(*PAGE_COLUMNS), caller)
     for name in ("status", "source", "severity", "assignee", "created_by"):
         if name in params:  # assignee None: "IS NULL", the unassigned ones
             query = query.where(INCIDENTS.c[name] == params[name])
