@@ -23,7 +23,6 @@ worker's subscribers and, through a NOTIFY, to every other listener.
 See the README, "Live change events".
 """
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, event, func, insert, literal_column, select, text
 from sqlalchemy.orm import Session
 
+from . import jsonio
 from .errors import PayloadTooLarge
 from .extensions import db
 from .fields import Timestamp
@@ -140,7 +140,7 @@ def write_pending(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         written, first_id, previous, final = (
             _prepared(session.connection())
-            .execute(_EXECUTE_WRITE_EVENTS, {"rows": json.dumps(pending)})
+            .execute(_EXECUTE_WRITE_EVENTS, {"rows": jsonio.encode(pending).decode()})
             .one()
         )
         if written < len(pending):
@@ -186,7 +186,7 @@ def message(row: Any) -> str:
 
 def _wire(kind: str, event_id: int, at: str, actor: str, data: Any) -> str:
     event = {"type": kind, "id": event_id, "at": at, "actor": actor, "data": data}
-    return json.dumps(event, ensure_ascii=False)
+    return jsonio.encode(event).decode()
 
 
 _COLUMNS = (Event.id, Event.type, Event.at, Event.actor, Event.data)

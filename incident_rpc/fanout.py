@@ -33,7 +33,7 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
-from . import events
+from . import events, jsonio
 from .database import engine_is_postgres, engine_options
 from .subscriber import Batch, Subscriber, framed
 
@@ -208,7 +208,7 @@ _NOTIFY_LIMIT = 7900  # PostgreSQL refuses payloads of 8,000 bytes and more
 
 def notification(chunks: list[events.Chunk]) -> str:
     """The chunks as a NOTIFY payload, or "" (read the log) when they do not fit."""
-    payload = json.dumps([[c.previous, c.final, c.items] for c in chunks], ensure_ascii=False)
+    payload = jsonio.encode([[c.previous, c.final, c.items] for c in chunks]).decode()
     return payload if len(payload.encode()) < _NOTIFY_LIMIT else ""
 
 
