@@ -10,7 +10,7 @@ shifted left, events.ID_SHIFT).
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -138,18 +138,18 @@ class TableLock:
         self.connection.close()
 
 
-def queue_behind_a_lock(server: Server, commands: list[dict[str, Any]]) -> tuple[Any, list[Any]]:
+def queue_behind_a_lock(
+    server: Server, commands: list[dict[str, Any]], while_held: Callable[[], None] = lambda: None
+) -> tuple[Any, list[Any]]:
     """Send a first create, wait until it waits on the lock, send `commands` while it
-    waits, then release it: the answers to the first and to `commands`."""
+    waits, call `while_held`, then release the lock: the answers to the first create
+    and to `commands`."""
     token = server.login()
     first: dict[str, Any] = {}
+    command = {"action": "create", "token": token, "description": "first"}
     with TableLock(server) as lock:
-        holder = threading.Thread(
-            target=lambda: first.update(
-                post(server, {"action": "create", "token": token, "description": "first"})
-            )
-        )
-        holder.start()  # fmt: skip
+        holder = threading.Thread(target=lambda: first.update(post(server, command)))
+        holder.start()
         deadline = time.monotonic() + 10
         while lock.waiting() == 0:
             assert time.monotonic() < deadline, "the first create never reached the lock"
@@ -157,6 +157,7 @@ def queue_behind_a_lock(server: Server, commands: list[dict[str, Any]]) -> tuple
         pool = ThreadPoolExecutor(len(commands))
         pending = [pool.submit(post, server, command) for command in commands]
         time.sleep(0.5)  # they arrive and queue behind the first
+        while_held()
     holder.join(30)
     answers = [future.result(30) for future in pending]
     pool.shutdown()
@@ -227,5 +228,30 @@ def test_group_commit_can_be_turned_off(postgres, tmp_path_factory) -> None:
         _, answers = queue_behind_a_lock(server, commands)
         assert [answer["status"] for answer in answers] == [201] * 4
         assert len(transactions(server, [answer["data"]["id"] for answer in answers])) == 4
+    finally:
+        server.stop()
+
+
+@pytest.mark.postgres
+def test_queued_creates_give_their_admission_slots_to_other_requests(postgres, tmp_path_factory):
+    """HTTP_CONCURRENCY=2: one slot is the first create's, held up by the lock; the
+    creates queued behind it hand theirs on, so a third kind of request still runs."""
+    server = Server(postgres.create(), tmp_path_factory.mktemp("slots"), workers=1,
+                    HTTP_CONCURRENCY="2").start()  # fmt: skip
+    try:
+        token = server.login()
+        seen: list[float] = []
+
+        def whoami() -> None:
+            started = time.monotonic()
+            server.rpc("whoami", token, expect=200)
+            seen.append(time.monotonic() - started)
+
+        commands = [{"action": "create", "token": token, "description": f"q {n}"}
+                    for n in range(4)]  # fmt: skip
+        _, answers = queue_behind_a_lock(server, commands, while_held=whoami)
+        assert seen and seen[0] < 2, "whoami waited for the lock's creates"
+        assert [answer["status"] for answer in answers] == [201] * 4
+        assert len(transactions(server, [answer["data"]["id"] for answer in answers])) == 1
     finally:
         server.stop()
