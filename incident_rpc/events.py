@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, event, func, insert, literal_column, select, text
+from sqlalchemy import Connection, event, func, insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from . import jsonio
@@ -103,7 +103,7 @@ SELECT (SELECT count(*) FROM inserted) AS written, first.id AS first_id,
        (SELECT horizon = low FROM t) AS final
 FROM first
 """
-_EXECUTE_WRITE_EVENTS = text(f"EXECUTE {_WRITE_EVENTS}(:rows)")
+_EXECUTE_WRITE_EVENTS = f"EXECUTE {_WRITE_EVENTS}(%s)"  # for the driver: nothing to compile
 
 
 def _prepared(connection: Connection) -> Connection:
@@ -140,7 +140,7 @@ def write_pending(session: Session) -> None:
     if session.get_bind().dialect.name == "postgresql":
         written, first_id, previous, final = (
             _prepared(session.connection())
-            .execute(_EXECUTE_WRITE_EVENTS, {"rows": jsonio.encode(pending).decode()})
+            .exec_driver_sql(_EXECUTE_WRITE_EVENTS, (jsonio.encode(pending).decode(),))
             .one()
         )
         if written < len(pending):
