@@ -31,11 +31,14 @@ def _is_gevent(worker) -> bool:
 
 
 def post_fork(server, worker) -> None:
-    """Before the app loads: psycopg2 must wait on gevent, not block the whole worker."""
+    """Before the app loads: psycopg2 must wait on gevent, not block the whole worker,
+    and never longer than the database settings allow (incident_rpc/green.py)."""
     if _is_gevent(worker):
-        from psycogreen.gevent import patch_psycopg
+        from incident_rpc import green
+        from incident_rpc.config import Config
 
-        patch_psycopg()
+        connect = Config.DB_CONNECT_TIMEOUT
+        green.install(connect, Config.DB_STATEMENT_TIMEOUT_MS / 1000 + connect)
 
 
 def post_worker_init(worker) -> None:

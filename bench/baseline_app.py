@@ -10,8 +10,8 @@ validation, the ORM, the event row and serialization.
   answered as JSON with the same fields the service returns.
 
 Settings: DATABASE_URL (required), DB_POOL_SIZE (as the service: the pool holds
-up to twice that many connections per worker). Under gevent workers the bench's
-gunicorn config installs psycogreen, as it does for the service.
+up to twice that many connections per worker). Under gevent workers the production
+gunicorn config makes psycopg2 wait on gevent, for the baseline as for the service.
 """
 
 import json

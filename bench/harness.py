@@ -86,7 +86,7 @@ class Gunicorn:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> "Gunicorn":
-        config = ROOT / "gunicorn.conf.py"  # under gevent it installs psycogreen itself
+        config = ROOT / "gunicorn.conf.py"  # under gevent it makes psycopg2 cooperate
         command = [sys.executable, "-m", "gunicorn", "-c", str(config), "--no-control-socket"]
         self.process = subprocess.Popen([*command, self.app], cwd=ROOT, env=self.env)
         deadline = time.monotonic() + timeout
