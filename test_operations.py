@@ -3,12 +3,14 @@
 import glob
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -190,4 +192,31 @@ def test_database_outage_gives_503_then_recovers_without_loss(cluster: Cluster, 
         listed = server.rpc("get_all", token, expect=200, limit=1000)["data"]["incidents"]
         assert {incident["id"] for incident in listed} >= set(acknowledged[-1000:])
     finally:
+        server.stop()
+
+
+@pytest.mark.postgres
+def test_grouped_creates_meet_a_silent_database_with_one_timeout(cluster: Cluster, tmp_path):
+    """The database stops answering (a listener that accepts and says nothing): a group
+    of creates answers 503 after one connection timeout, not one timeout per command."""
+    server = Server(cluster.url, tmp_path / "instance", workers=1, DB_CONNECT_TIMEOUT="1").start()
+    silent = socket.socket()
+    try:
+        token = server.login()
+        body = {"action": "create", "token": token, "description": "before"}
+        assert server.post("/rpc", body).status_code == 201
+        cluster.stop("immediate")
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        silent.bind(("127.0.0.1", cluster.port))
+        silent.listen(64)  # the kernel completes each handshake; nobody ever answers
+        started = time.monotonic()
+        with ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(
+                lambda _: requests.post(f"{server.url}/rpc", json=body, timeout=60).status_code,
+                range(12),
+            ))  # fmt: skip
+        assert statuses == [503] * 12
+        assert time.monotonic() - started < 6  # one timeout per command would take 12 s or more
+    finally:
+        silent.close()
         server.stop()

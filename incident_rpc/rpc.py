@@ -26,6 +26,7 @@ from .errors import (
     InvalidJSON,
     InvalidParams,
     NotFound,
+    Unavailable,
     envelope,
     to_envelope,
 )
@@ -255,18 +256,31 @@ def execute_many(commands: list[Any], header_token: str | None, batch: Batch) ->
 
     Each is authenticated and validated on its own, and answered on its own when
     that fails; the others share one `many` call and one commit. When that call
-    fails, each of them runs again on its own, so every answer is its own.
+    fails, each of them runs again on its own, so every answer is its own. Once
+    the database is found unavailable, the rest get that answer at once: trying
+    each in turn would only wait for it again, one timeout after another.
     """
-    answers = [_guarded(lambda c=c: _prepare(c, None, header_token, batch)) for c in commands]
+    answers: list[Any] = []
+    for command in commands:
+        if answers and _unavailable(answers[-1]):
+            answers.append(answers[-1])
+        else:
+            answers.append(_guarded(lambda c=command: _prepare(c, None, header_token, batch)))
     ready = [(n, call) for n, call in enumerate(answers) if isinstance(call, Call)]
     if not ready:
         return answers
     done = _guarded(lambda: _run_many([call for _, call in ready]))
-    if not isinstance(done, list):
+    if _unavailable(done):
+        done = [done] * len(ready)
+    elif not isinstance(done, list):
         done = [execute(commands[n], None, header_token, batch) for n, _ in ready]
     for (n, _), answer in zip(ready, done, strict=True):
         answers[n] = answer
     return answers
+
+
+def _unavailable(answer: Any) -> bool:
+    return isinstance(answer, dict) and answer.get("status") == Unavailable.status
 
 
 def _run_many(calls: list[Call]) -> list[Any]:
