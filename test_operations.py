@@ -198,7 +198,7 @@ def test_database_outage_gives_503_then_recovers_without_loss(cluster: Cluster, 
 @pytest.mark.postgres
 def test_grouped_creates_meet_a_silent_database_with_one_timeout(cluster: Cluster, tmp_path):
     """The database stops answering (a listener that accepts and says nothing): a group
-    of creates answers 503 after one connection timeout, not one timeout per command."""
+    of creates, or a batch, answers 503 after one connection timeout, not one each."""
     server = Server(cluster.url, tmp_path / "instance", workers=1, DB_CONNECT_TIMEOUT="1").start()
     silent = socket.socket()
     try:
@@ -217,6 +217,10 @@ def test_grouped_creates_meet_a_silent_database_with_one_timeout(cluster: Cluste
             ))  # fmt: skip
         assert statuses == [503] * 12
         assert time.monotonic() - started < 6  # one timeout per command would take 12 s or more
+        started = time.monotonic()  # a batch of them, likewise
+        answers = requests.post(f"{server.url}/rpc", json=[body] * 12, timeout=60).json()
+        assert [answer["status"] for answer in answers] == [503] * 12
+        assert time.monotonic() - started < 6
     finally:
         silent.close()
         server.stop()

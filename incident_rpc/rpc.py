@@ -262,7 +262,7 @@ def execute_many(commands: list[Any], header_token: str | None, batch: Batch) ->
     """
     answers: list[Any] = []
     for command in commands:
-        if answers and _unavailable(answers[-1]):
+        if answers and unavailable(answers[-1]):
             answers.append(answers[-1])
         else:
             answers.append(_guarded(lambda c=command: _prepare(c, None, header_token, batch)))
@@ -270,7 +270,7 @@ def execute_many(commands: list[Any], header_token: str | None, batch: Batch) ->
     if not ready:
         return answers
     done = _guarded(lambda: _run_many([call for _, call in ready]))
-    if _unavailable(done):
+    if unavailable(done):
         done = [done] * len(ready)
     elif not isinstance(done, list):
         done = [execute(commands[n], None, header_token, batch) for n, _ in ready]
@@ -279,7 +279,8 @@ def execute_many(commands: list[Any], header_token: str | None, batch: Batch) ->
     return answers
 
 
-def _unavailable(answer: Any) -> bool:
+def unavailable(answer: Any) -> bool:
+    """An envelope saying that the database is unavailable (503)."""
     return isinstance(answer, dict) and answer.get("status") == Unavailable.status
 
 
