@@ -119,8 +119,7 @@ def _run_all(
 
     In the shared transaction, consecutive commands of an action with a `many`
     handler (e.g. a burst of creates) run together (`rpc.execute_many`); gives up
-    when the shared connection is lost. Once the database is found unavailable,
-    the rest get that answer at once, not one connection timeout each.
+    when the shared connection is lost.
     """
     requests = [
         jsonrpc.read(i) if jsonrpc_only or jsonrpc.speaks_jsonrpc(i) else None for i in items
@@ -130,7 +129,6 @@ def _run_all(
         for request, item in zip(requests, items, strict=True)
     ]
     outcomes: list[Any] = []
-    gone: dict[str, Any] | None = None  # the first 503, once the database is unavailable
     while len(outcomes) < len(commands):
         if shared is not None and shared.invalidated:
             raise ConnectionError("the batch's database connection was lost")
@@ -143,11 +141,8 @@ def _run_all(
             outcomes.extend(rpc.execute_many(commands[start:end], token, batch))
         elif requests[start] is not None and commands[start] is None:
             outcomes.append(None)  # answered by the request's own error
-        elif gone is not None:
-            outcomes.append(gone)
         else:
             outcomes.append(execute(commands[start], None, token, batch))
-        gone = next((o for o in outcomes[start:] if rpc.unavailable(o)), gone)
     answers = [
         outcome if request is None else jsonrpc.respond(request, outcome)
         for request, outcome in zip(requests, outcomes, strict=True)

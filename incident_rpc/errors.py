@@ -140,6 +140,17 @@ def classify(exc: BaseException) -> RpcError:
     return InternalError(f"internal error, request id {request_id}")
 
 
+def database_gone(exc: BaseException) -> bool:
+    """No statement will get through until the database is back: no connection could
+    be had, or the one in use was lost. Not so for one statement the server refused
+    (a deadlock, a statement timeout: those carry a SQLSTATE)."""
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    return exc.connection_invalidated or getattr(exc.orig, "pgcode", "") is None
+
+
 def _is_unique_violation(exc: sa_exc.IntegrityError) -> bool:
     code = getattr(exc.orig, "pgcode", None)  # PostgreSQL; SQLite only says it in words
     return code == "23505" or "UNIQUE constraint failed" in str(exc.orig)

@@ -208,8 +208,8 @@ _NOTIFY_LIMIT = 7900  # PostgreSQL refuses payloads of 8,000 bytes and more
 
 def notification(chunks: list[events.Chunk]) -> str:
     """The chunks as a NOTIFY payload, or "" (read the log) when they do not fit."""
-    payload = jsonio.encode([[c.previous, c.final, c.items] for c in chunks]).decode()
-    return payload if len(payload.encode()) < _NOTIFY_LIMIT else ""
+    payload = jsonio.encode([[c.previous, c.final, c.items] for c in chunks])
+    return payload.decode() if len(payload) < _NOTIFY_LIMIT else ""
 
 
 def parse_notification(payload: str) -> list[events.Chunk]:

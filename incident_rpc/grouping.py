@@ -59,17 +59,15 @@ class Group:
                 mine.leads = True
         if not mine.leads:
             admission.step_aside()  # queued, it holds nothing and does nothing
-            mine.done.wait()
-        if mine.leads and mine.answer is None:
+            mine.done.wait()  # for its answer, or to lead the next group
+        if mine.leads:
             self._lead(mine)
         return mine.answer
 
     def _lead(self, mine: _Waiting) -> None:
-        with self._lock:
-            if mine in self._queue:  # woken to lead: take the queue, self included
-                group, self._queue = self._queue[: self.limit], self._queue[self.limit :]
-            else:
-                group = [mine]
+        with self._lock:  # what queued meanwhile joins this command
+            group = [mine, *self._queue[: self.limit - 1]]
+            del self._queue[: self.limit - 1]
         try:
             answers = _execute([waiting.command for waiting in group])
             for waiting, answer in zip(group, answers, strict=True):
@@ -88,7 +86,7 @@ class Group:
             if not self._queue:
                 self._running = False
                 return
-            first = self._queue[0]
+            first = self._queue.pop(0)
         first.leads = True
         first.done.set()
 

@@ -26,7 +26,7 @@ from .errors import (
     InvalidJSON,
     InvalidParams,
     NotFound,
-    Unavailable,
+    database_gone,
     envelope,
     to_envelope,
 )
@@ -84,9 +84,12 @@ ACTIONS: dict[str, Action] = {}
 
 @dataclass
 class Batch:
-    """What the commands of one batch share: the tokens already checked."""
+    """What the commands of one batch (or group, grouping.py) share: the tokens already
+    checked, and the answer that the database is gone, once one command found it so:
+    the rest get it at once rather than one connection timeout each."""
 
     callers: dict[str, Caller] = field(default_factory=dict)
+    database_gone: dict[str, Any] | None = None
 
 
 def action(
@@ -218,8 +221,10 @@ def _run(
     return answer
 
 
-def _guarded(step: Callable[[], Any], legacy: bool = False) -> Any:
+def _guarded(step: Callable[[], Any], legacy: bool = False, batch: Batch | None = None) -> Any:
     """The one place where an exception becomes an envelope: `step()`, or its failure."""
+    if batch is not None and batch.database_gone is not None:
+        return batch.database_gone
     try:
         return step()
     except Exception as exc:
@@ -227,7 +232,10 @@ def _guarded(step: Callable[[], Any], legacy: bool = False) -> Any:
             db.session.rollback()
         except Exception:  # a batch's connection is gone: its commit fails, and it runs again
             log.warning("rollback failed: %s", type(exc).__name__)
-        return to_envelope(exc, legacy=legacy)
+        answer = to_envelope(exc, legacy=legacy)
+        if batch is not None and database_gone(exc):
+            batch.database_gone = answer
+        return answer
 
 
 def execute(
@@ -238,7 +246,7 @@ def execute(
 ):
     """Run one command; answer its envelope (or a streamed Response). Never raises."""
     legacy = legacy_action is not None
-    return _guarded(lambda: _run(command, legacy_action, header_token, batch), legacy)
+    return _guarded(lambda: _run(command, legacy_action, header_token, batch), legacy, batch)
 
 
 def runs_together(command: Any) -> str | None:
@@ -256,32 +264,20 @@ def execute_many(commands: list[Any], header_token: str | None, batch: Batch) ->
 
     Each is authenticated and validated on its own, and answered on its own when
     that fails; the others share one `many` call and one commit. When that call
-    fails, each of them runs again on its own, so every answer is its own. Once
-    the database is found unavailable, the rest get that answer at once: trying
-    each in turn would only wait for it again, one timeout after another.
+    fails, each of them runs again on its own, so every answer is its own.
     """
-    answers: list[Any] = []
-    for command in commands:
-        if answers and unavailable(answers[-1]):
-            answers.append(answers[-1])
-        else:
-            answers.append(_guarded(lambda c=command: _prepare(c, None, header_token, batch)))
+    answers = [
+        _guarded(lambda c=c: _prepare(c, None, header_token, batch), batch=batch) for c in commands
+    ]
     ready = [(n, call) for n, call in enumerate(answers) if isinstance(call, Call)]
     if not ready:
         return answers
-    done = _guarded(lambda: _run_many([call for _, call in ready]))
-    if unavailable(done):
-        done = [done] * len(ready)
-    elif not isinstance(done, list):
+    done = _guarded(lambda: _run_many([call for _, call in ready]), batch=batch)
+    if not isinstance(done, list):
         done = [execute(commands[n], None, header_token, batch) for n, _ in ready]
     for (n, _), answer in zip(ready, done, strict=True):
         answers[n] = answer
     return answers
-
-
-def unavailable(answer: Any) -> bool:
-    """An envelope saying that the database is unavailable (503)."""
-    return isinstance(answer, dict) and answer.get("status") == Unavailable.status
 
 
 def _run_many(calls: list[Call]) -> list[Any]:
