@@ -6,6 +6,7 @@ server is a failure, not a skip). Each server gets a database of its own.
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,19 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent
 ADMIN = ("admin", "admin-password-for-tests")
 PG_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+
+
+def system_tool(*names: str, package: str) -> str:
+    """The path of an installed system tool. Tests never install anything: `.ci/run`
+    installs what CI needs, and there a missing tool fails; elsewhere it skips."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    reason = f"{names[0]} is not installed (apt-get install {package}; .ci/run does)"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def free_port() -> int:

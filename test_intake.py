@@ -5,8 +5,6 @@ over SQLite and PostgreSQL. The real prometheus-alertmanager test is at the end.
 
 import copy
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +19,7 @@ import pytest
 import requests
 import sqlalchemy
 
-from conftest import ROOT, Server, free_port
+from conftest import ROOT, Server, free_port, system_tool
 
 PASSWORD = "a-password-for-intake-tests"
 RECORDED = ROOT / "testdata" / "alertmanager"
@@ -912,17 +910,7 @@ def test_alertmanager_needs_an_agent_token(server: Server, reporter: str) -> Non
 
 
 def alertmanager_binary() -> str:
-    """Debian's prometheus-alertmanager, installed with apt-get when it is missing."""
-    found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if found:
-        return found
-    quiet = {"check": True, "capture_output": True, "timeout": 600}
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], env=env, **quiet)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "prometheus-alertmanager"], env=env, **quiet)
-    found = shutil.which("prometheus-alertmanager")
-    assert found, "prometheus-alertmanager is not installed"
-    return found
+    return system_tool("prometheus-alertmanager", "alertmanager", package="prometheus-alertmanager")
 
 
 class Alertmanager:
