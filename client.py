@@ -340,7 +340,7 @@ class Output:
 
 
 Argument = tuple[tuple[str, ...], dict[str, Any]]
-Run = Callable[["Client", argparse.Namespace], Output | None]
+Run = Callable[[Client, argparse.Namespace], Output | None]
 
 
 @dataclass(frozen=True)
@@ -378,11 +378,16 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def name_value(text: str) -> tuple[str, Any]:
-    """NAME=VALUE; the value is JSON when it parses as JSON (7, true, null, [1, 2]), else text."""
+def name_and_text(text: str) -> tuple[str, str]:
     name, equals, value = text.partition("=")
     if not equals or not name:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def name_value(text: str) -> tuple[str, Any]:
+    """NAME=VALUE; the value is JSON when it parses as JSON (7, true, null, [1, 2]), else text."""
+    name, value = name_and_text(text)
     try:
         return name, json.loads(value)
     except ValueError:
@@ -390,10 +395,9 @@ def name_value(text: str) -> tuple[str, Any]:
 
 
 def criterion(text: str) -> tuple[str, Any]:
-    """A bulk filter's NAME=VALUE; status, source and severity take a,b for several."""
-    name, equals, value = text.partition("=")
-    if not equals or not name:
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    """A bulk filter's NAME=VALUE, as text (a dedup_key of digits stays text); status, source
+    and severity take a,b for several."""
+    name, value = name_and_text(text)
     return name, value.split(",") if name in ("status", "source", "severity") else value
 
 
@@ -900,11 +904,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except ApiError as error:
-        where = "" if client.url == DEFAULT_URL else f" --url {client.url}"
-        hint = "" if error.status != 401 or spec.anonymous else (
-            f" (sign in with: client.py{where} login USERNAME)"
-        )  # fmt: skip
-        print(error_text(error.status, error.error, error.data) + hint, file=sys.stderr)
+        message = error_text(error.status, error.error, error.data)
+        if error.status == 401 and not spec.anonymous:  # signing in is what just failed
+            where = "" if client.url == DEFAULT_URL else f" --url {client.url}"
+            message += f" (sign in with: client.py{where} login USERNAME)"
+        print(message, file=sys.stderr)
         return 1
 
 
