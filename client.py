@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
-"""A small client for incident_rpc: a library and a command line.
+"""client.py: the operator's terminal tool for incident_rpc, and a small library.
 
-It imports nothing from the service, only `requests` (and `websocket-client` for
-`watch`): it is what any user would write.
+Copy this one file anywhere: it imports nothing from the service, only `requests`
+(and `websocket-client` for `watch`).
 
-    python client.py login admin            # asks for the password, keeps the token
+    python client.py login admin               # asks for the password; a token per server
     python client.py create "Scooter 875643 offline" --source monitoring --severity high
-    python client.py list --status new
+    python client.py list --status new         # --all follows every page
     python client.py get 7
     python client.py update 7 --status processing
+    python client.py assign 7 alice            # comment 7 "...", comments 7, history 7
     python client.py resolve 7 --resolution "rebooted"
-    python client.py demo                   # create -> update -> list, like the old demo
-    python client.py watch --since 0        # print change events as they arrive
+    python client.py watch --since 0           # change events as they arrive
+    python client.py batch commands.json       # a JSON array of commands; - reads stdin
+    python client.py users list                # users create|role|disable|enable|reset-password
+    python client.py keys create nagios        # keys list|revoke
+    python client.py get 7 --json              # raw data; --json and --url go anywhere
 
-The server is INCIDENT_RPC_URL (default http://127.0.0.1:8000); the token comes from
-INCIDENT_RPC_TOKEN or the file written by `login` (~/.config/incident_rpc/token).
+The server is --url or INCIDENT_RPC_URL (default http://127.0.0.1:8000). The token is
+INCIDENT_RPC_TOKEN, or else the one `login` saved for that URL in
+$XDG_CONFIG_HOME/incident_rpc/tokens.json (default ~/.config/...; mode 0600).
+Exit status: 0 done, 1 an error answer (or no service at the URL), 2 wrong usage, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,18 +29,26 @@ import argparse
 import getpass
 import json
 import os
+import select
 import struct
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TOKEN_FILE = (
-    Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "incident_rpc" / "token"
-)
+# The contract's values (PROTOCOL.md, section 5), for argparse's choices and --help.
+STATUSES = ("new", "processing", "completed", "fake", "unknown")
+SEVERITIES = ("low", "medium", "high", "critical")
+SOURCES = ("operator", "monitoring", "partner", "unknown")
+ROLES = ("reporter", "agent", "admin")
+
+
+# -- Failures ------------------------------------------------------------------------------
 
 
 class ApiError(Exception):
@@ -45,44 +59,118 @@ class ApiError(Exception):
         self.status, self.error, self.data = status, error, data
 
 
-class ServiceUnreachable(Exception):
-    """No answer from the service at all."""
+class ClientFailure(Exception):
+    """Something went wrong before any answer could say so; the message says what."""
+
+
+class NotTheService(ClientFailure):
+    """Nothing at the URL answers as incident_rpc does."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"{url}/ does not look like an incident_rpc server ({reason})")
+
+
+class UsageError(Exception):
+    """A command line that argparse accepted but that cannot work (exit 2, like argparse's)."""
+
+
+# -- The library ---------------------------------------------------------------------------
+
+
+def normal_url(url: str) -> str:
+    """One spelling per server, the key of its saved token: no trailing slash, and no /rpc
+    (the route is ours to add)."""
+    return url.strip().rstrip("/").removesuffix("/rpc")
+
+
+def is_envelope(answer: Any) -> bool:
+    return isinstance(answer, dict) and {"success", "error", "status", "data"} <= answer.keys()
+
+
+def is_jsonrpc(answer: Any) -> bool:
+    return isinstance(answer, dict) and "jsonrpc" in answer
+
+
+def succeeded(answer: Any) -> bool:
+    """An element of a batch's answer: an envelope, or a JSON-RPC response."""
+    return answer["success"] if is_envelope(answer) else "error" not in answer
+
+
+def _connection_trouble(error: requests.RequestException) -> str:
+    # urllib3 buries the socket's errno deep in its message; its words are all we get.
+    text = str(error)
+    if "refused" in text.lower():
+        return "connection refused"
+    if "resolve" in text or "not known" in text:
+        return "unknown host"
+    return f"cannot connect: {type(error).__name__}"
 
 
 class Client:
-    """Calls actions on POST /rpc and returns their `data`, or raises ApiError."""
+    """Calls actions on POST /rpc: `call` returns an action's `data` or raises ApiError."""
 
-    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 10):
-        self.url = url.rstrip("/")
+    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 30):
+        self.url = normal_url(url)
         self.token = token
         self.timeout = timeout
         self.http = requests.Session()
 
-    def call(self, action: str, **params: Any) -> Any:
-        body = {"action": action, **params}
-        if self.token:
-            body["token"] = self.token
+    def post(self, body: Any) -> Any:
+        """Post one command or a batch; the answer, once it is sure to be the service's."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            response = self.http.post(f"{self.url}/rpc", json=body, timeout=self.timeout)
-        except requests.RequestException as error:
-            raise ServiceUnreachable(
-                f"cannot reach {self.url}: {error.__class__.__name__}"
-            ) from error
-        try:
-            envelope = response.json()
-        except ValueError as error:
-            raise ApiError(response.status_code, "the answer was not JSON", {}) from error
-        if not envelope.get("success"):
-            raise ApiError(
-                envelope.get("status", response.status_code),
-                envelope.get("error", ""),
-                envelope.get("data") or {},
+            response = self.http.post(
+                f"{self.url}/rpc", json=body, headers=headers, timeout=self.timeout
             )
-        return envelope["data"]
+        except requests.Timeout as error:
+            raise NotTheService(self.url, f"no answer in {self.timeout:g} s") from error
+        except requests.ConnectionError as error:
+            raise NotTheService(self.url, _connection_trouble(error)) from error
+        except requests.RequestException as error:  # not even a URL: no scheme, no host
+            raise NotTheService(self.url, type(error).__name__) from error
+        if response.status_code == 204:  # a batch of JSON-RPC notifications only
+            return []
+        try:
+            answer = response.json()
+        except ValueError:
+            raise NotTheService(self.url, f"HTTP {response.status_code}, not JSON") from None
+        items = answer if isinstance(answer, list) else [answer]
+        if not all(is_envelope(item) or is_jsonrpc(item) for item in items):
+            raise NotTheService(self.url, f"HTTP {response.status_code}, JSON without the envelope")
+        if is_envelope(answer) and (answer["status"], answer["error"]) == (404, "not found"):
+            # The service's word for a path it lacks (a missing action or incident is named):
+            # the URL points below or beside the service, e.g. .../api.
+            raise NotTheService(self.url, f"{self.url}/rpc is not found there")
+        return answer
 
-    def login(self, username: str, password: str) -> str:
-        self.token = self.call("authorization", username=username, password=password)["token"]
-        return self.token
+    def call(self, action: str, **params: Any) -> Any:
+        answer = self.post({"action": action, **params})
+        if not is_envelope(answer):
+            raise NotTheService(self.url, "a list answered one command")
+        if not answer["success"]:
+            raise ApiError(answer["status"], answer["error"], answer["data"] or {})
+        return answer["data"]
+
+    def batch(self, commands: list[Any]) -> list[dict[str, Any]]:
+        """Every command's answer, in order; ApiError when the batch itself is refused."""
+        answer = self.post(commands)
+        if isinstance(answer, dict):  # empty, too many commands, too large
+            raise ApiError(answer["status"], answer["error"], answer["data"] or {})
+        return answer
+
+    def pages(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """get_all's pages, one after another, following next_cursor to the end."""
+        while True:
+            page = self.call("get_all", **filters)
+            yield page
+            if not page.get("next_cursor"):
+                return
+            filters["cursor"] = page["next_cursor"]
+
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        signed_in = self.call("authorization", username=username, password=password)
+        self.token = signed_in["token"]
+        return signed_in
 
     def create(self, description: str, **fields: Any) -> dict[str, Any]:
         return self.call("create", description=description, **fields)
@@ -101,32 +189,554 @@ class Client:
         return self.call("resolve", id=incident_id, **params)
 
 
-def _show(value: Any) -> None:
-    print(json.dumps(value, indent=2, ensure_ascii=False))
+class Tokens:
+    """Saved tokens, one per server URL, in a JSON file that only its owner may read:
+    signing in to a second server leaves the first one's token alone."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        config = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+        self.path = path or Path(config) / "incident_rpc" / "tokens.json"
+
+    def saved(self) -> dict[str, str]:
+        try:
+            tokens = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):  # none yet, or damaged: sign in afresh
+            return {}
+        return tokens if isinstance(tokens, dict) else {}
+
+    def get(self, url: str) -> str | None:
+        return self.saved().get(normal_url(url))
+
+    def put(self, url: str, token: str | None) -> None:
+        """Keep (or, with None, forget) the token of one server."""
+        tokens = self.saved()
+        if token is None:
+            tokens.pop(normal_url(url), None)
+        else:
+            tokens[normal_url(url)] = token
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = self.path.with_suffix(".tmp")  # written whole, then swapped in
+        descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # a file left over keeps its mode through O_CREAT
+        with os.fdopen(descriptor, "w") as file:
+            json.dump(tokens, file, indent=2)
+        os.replace(fresh, self.path)
 
 
-def _row(incident: dict[str, Any]) -> str:
-    title = incident.get("title") or incident["description"]
+# -- What a person reads -------------------------------------------------------------------
+
+
+def short(value: Any, width: int = 40) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def incident_row(incident: dict[str, Any]) -> str:
+    title = incident.get("title") or incident.get("description") or ""
     return f"#{incident['id']:<6} {incident['status']:<10} {incident['severity']:<8} {title[:60]}"
 
 
-def _fields(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+def incident_lines(incident: dict[str, Any]) -> list[str]:
+    """One incident in a few aligned lines, only the fields that say something."""
+    title = incident.get("title")
+    created = f"{incident.get('created_at')} by {incident.get('created_by')}"
+    rows = [
+        ("description", incident.get("description") if title else None),
+        ("status", incident.get("status")),
+        ("severity", incident.get("severity")),
+        ("source", incident.get("source")),
+        ("assignee", incident.get("assignee") or "nobody"),
+        ("created", created),
+        ("updated", f"{incident.get('updated_at')} (version {incident.get('version')})"),
+    ]
+    if incident.get("resolved_at"):
+        resolution = f": {incident['resolution']}" if incident.get("resolution") else ""
+        resolved = f"{incident['resolved_at']} by {incident.get('resolved_by')}{resolution}"
+        rows.append(("resolved", resolved))
+    if (incident.get("occurrences") or 1) > 1:
+        rows.append(("seen", f"{incident['occurrences']} times, last {incident['last_seen_at']}"))
+    if incident.get("dedup_key"):
+        rows.append(("dedup key", incident["dedup_key"]))
+    if incident.get("details"):
+        rows.append(("details", json.dumps(incident["details"], ensure_ascii=False)))
+    head = f"#{incident['id']}  {title or incident.get('description', '')}"
+    return [head, *(f"  {name:<12} {value}" for name, value in rows if value is not None)]
+
+
+def changes_text(changes: dict[str, Any] | None) -> str:
+    """history's {field: [old, new]} (or a comment's {id, text}) as a short phrase."""
+    parts = []
+    for name, change in (changes or {}).items():
+        if isinstance(change, list) and len(change) == 2:
+            old, new = (short(value, 30) for value in change)
+            parts.append(f"{name} {new}" if change[0] is None else f"{name} {old} -> {new}")
+        elif isinstance(change, dict) and "text" in change:
+            parts.append(f"{name}: {short(change['text'])}")
+        else:
+            parts.append(f"{name} {short(change)}")
+    return ", ".join(parts)
+
+
+def user_row(user: dict[str, Any]) -> str:
+    state = "disabled" if user.get("disabled") else "active"
+    return f"{user['username']:<24} {user['role']:<9} {state:<9} since {user.get('created_at')}"
+
+
+def key_row(key: dict[str, Any]) -> str:
+    used = key.get("last_used_at") or "never"
+    revoked = f", revoked {key['revoked_at']}" if key.get("revoked") else ""
+    return (
+        f"#{key['id']:<5} {key['name']:<24} {key['role']:<9} {key['prefix']}…  "
+        f"by {key.get('created_by')}, last used {used}{revoked}"
+    )
+
+
+def error_text(status: int, error: str, data: dict[str, Any]) -> str:
+    """`error 400: ...` with each invalid field's messages."""
+    fields = (data or {}).get("errors") or {}
+    named = "; ".join(  # _schema: a message about the whole command, not one field
+        " ".join(map(str, notes)) if name == "_schema" else f"{name}: {' '.join(map(str, notes))}"
+        for name, notes in fields.items()
+    )
+    return f"error {status}: {error}" + (f" ({named})" if named else "")
+
+
+def answer_line(number: int, answer: Any) -> str:
+    """One answer of a batch: the status and what was done, or the error."""
+    if not is_envelope(answer):  # a JSON-RPC element's answer
+        return f"[{number}] {json.dumps(answer, ensure_ascii=False)}"
+    if not answer["success"]:
+        return f"[{number}] {error_text(answer['status'], answer['error'], answer['data'])}"
+    data = answer["data"]
+    looks_like_incident = isinstance(data, dict) and {"id", "status", "severity"} <= data.keys()
+    said = incident_row(data) if looks_like_incident else short(data, 100)
+    return f"[{number}] {answer['status']} {said}"
+
+
+def json_lines(data: Any) -> list[str]:
+    return [json.dumps(data, indent=2, ensure_ascii=False)]
+
+
+def event_line(event: dict[str, Any]) -> str:
+    incident = event.get("data") or {}
+    title = incident.get("title") or incident.get("description") or ""
+    return (
+        f"{event.get('at')}  event #{event.get('id')!s:<6} {event.get('type', ''):<9} "
+        f"incident #{incident.get('id')} [{incident.get('status')}] {title[:50]}  "
+        f"by {event.get('actor')}"
+    )
+
+
+# -- Commands ------------------------------------------------------------------------------
+
+
+@dataclass
+class Output:
+    """What a command answers: `data` for --json, `lines` for a person."""
+
+    data: Any
+    lines: list[str]
+    failed: bool = False  # some of it went wrong (a batch): exit 1 after printing it all
+
+
+Argument = tuple[tuple[str, ...], dict[str, Any]]
+Run = Callable[[Client, argparse.Namespace], Output | None]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # "get", or "users create": a group's member
+    help: str
+    run: Run
+    arguments: tuple[Argument, ...]
+    anonymous: bool  # signs in (or up): sends no token, and a 401 is no cue to sign in
+
+
+COMMANDS: list[Command] = []  # in the order of --help
+GROUPS = {"users": "manage users (admin)", "keys": "manage API keys for agents (admin)"}
+
+
+def command(name: str, help: str, *arguments: Argument, anonymous: bool = False):
+    def register(run: Run) -> Run:
+        COMMANDS.append(Command(name, help, run, arguments, anonymous))
+        return run
+
+    return register
+
+
+def arg(*flags: str, **options: Any) -> Argument:
+    return flags, options
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('a JSON object, e.g. \'{"zone": "north"}\'')
+    return value
+
+
+def name_and_text(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
+
+
+def name_value(text: str) -> tuple[str, Any]:
+    """NAME=VALUE; the value is JSON when it parses as JSON (7, true, null, [1, 2]), else text."""
+    name, value = name_and_text(text)
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def criterion(text: str) -> tuple[str, Any]:
+    """A bulk filter's NAME=VALUE, as text (a dedup_key of digits stays text); status, source
+    and severity take a,b for several."""
+    name, value = name_and_text(text)
+    return name, value.split(",") if name in ("status", "source", "severity") else value
+
+
+def given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The parameters named that the command line gave."""
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
-def run_demo(client: Client) -> None:
+def new_password(who: str) -> str:
+    password = getpass.getpass(f"new password for {who}: ")
+    if getpass.getpass("the same again: ") != password:
+        raise ClientFailure("the two passwords differ; nothing was changed")
+    return password
+
+
+ID = arg("id", type=int, help="incident id")
+TITLE = arg("--title", help="a short headline")
+SEVERITY = arg("--severity", choices=SEVERITIES)
+SOURCE = arg("--source", choices=SOURCES)
+STATUS = arg("--status", choices=STATUSES)
+DETAILS = arg("--details", type=json_object, help="free-form JSON object")
+ASSIGNEE = arg("--assignee", help="an agent's username")
+BULK_IDS = arg("ids", nargs="*", type=int, metavar="ID", help="the incidents; or --filter")
+BULK_FILTER = arg(
+    "--filter", action="append", type=criterion, metavar="NAME=VALUE",
+    help="instead of ids; repeatable: status, source, severity (a,b for several), "
+    "dedup_key, dedup_key_prefix, created_before, created_after",
+)  # fmt: skip
+PASSWORD = arg("--password", help="asked for when not given (a command line shows in ps)")
+ROLE = arg("--role", choices=ROLES, default="reporter", help="default: reporter")
+CHANGES = ("title", "description", "status", "severity", "source", "details", "assignee")
+
+
+def bulk_target(args: argparse.Namespace) -> dict[str, Any]:
+    if bool(args.ids) == bool(args.filter):
+        raise UsageError("give incident ids or --filter, one of the two")
+    return {"ids": args.ids} if args.ids else {"filter": dict(args.filter)}
+
+
+def bulk_lines(done: dict[str, Any]) -> list[str]:
+    ids = " ".join(f"#{number}" for number in done["ids"])
+    skipped = [f"skipped #{item['id']}: {item['reason']}" for item in done["skipped"]]
+    return [f"changed {done['changed']}" + (f": {ids}" if ids else ""), *skipped]
+
+
+# Sessions
+
+
+@command("login", "sign in; the token is saved for this server", arg("username"), PASSWORD,
+         anonymous=True)  # fmt: skip
+def login(client: Client, args: argparse.Namespace) -> Output:
+    password = args.password or getpass.getpass(f"password for {args.username}: ")
+    signed_in = client.login(args.username, password)
+    Tokens().put(client.url, signed_in["token"])
+    return Output(signed_in, [f"signed in to {client.url} as {args.username}"])
+
+
+@command("logout", "end every session of yours and forget the saved token")
+def logout(client: Client, args: argparse.Namespace) -> Output:
+    try:
+        client.call("logout")
+    except ApiError as error:
+        if error.status != 401:  # an expired or revoked token has no session left to end
+            raise
+    Tokens().put(client.url, None)
+    return Output({}, [f"signed out of {client.url}"])
+
+
+@command("whoami", "who the token is")
+def whoami(client: Client, args: argparse.Namespace) -> Output:
+    me = client.call("whoami")
+    return Output(me, [f"{me['username']} ({me['role']}) at {client.url}"])
+
+
+@command("passwd", "change your password (asks for both); other sessions end")
+def passwd(client: Client, args: argparse.Namespace) -> Output:
+    old = getpass.getpass("current password: ")
+    signed_in = client.call("password_change", old_password=old, new_password=new_password("you"))
+    Tokens().put(client.url, signed_in["token"])  # the answer is the one token still valid
+    return Output(signed_in, ["password changed; every other session has ended"])
+
+
+@command("register", "sign up as a reporter, where the server allows it", arg("username"),
+         PASSWORD, anonymous=True)  # fmt: skip
+def register(client: Client, args: argparse.Namespace) -> Output:
+    user = client.call(
+        "register", username=args.username, password=args.password or new_password(args.username)
+    )
+    signing_in = f"sign in with: client.py login {user['username']}"
+    return Output(user, [f"registered {user['username']} ({user['role']}); {signing_in}"])
+
+
+# Incidents
+
+
+@command("create", "report an incident", arg("description", help="what is wrong"), TITLE,
+         SEVERITY, SOURCE, DETAILS,
+         arg("--date", help="when it began, ISO 8601"),
+         arg("--dedup-key", help="while open, repeats with this key only count"))  # fmt: skip
+def create(client: Client, args: argparse.Namespace) -> Output:
+    params = given(args, "title", "severity", "source", "details", "date", "dedup_key")
+    incident = client.create(args.description, **params)
+    return Output(incident, incident_lines(incident))
+
+
+@command("list", "list incidents, newest first", STATUS, SOURCE, SEVERITY, ASSIGNEE,
+         arg("--created-by", help="username, or key:NAME"),
+         arg("--limit", type=int, help="per page (1..1000)"), arg("--cursor"),
+         arg("--all", action="store_true", help="follow every page to the end"))  # fmt: skip
+def list_incidents(client: Client, args: argparse.Namespace) -> Output | None:
+    filters = given(args, "status", "source", "severity", "assignee", "created_by", "limit")
+    filters.update(given(args, "cursor"))
+    if args.all:
+        return list_all(client, filters, args.json)
+    page = client.list(**filters)
+    lines = [incident_row(incident) for incident in page["incidents"]] or ["no incidents"]
+    if page.get("next_cursor") and not args.json:
+        lines.append(f"more: --cursor {page['next_cursor']} (or --all)")
+    return Output(page, lines)
+
+
+def list_all(client: Client, filters: dict[str, Any], as_json: bool) -> Output | None:
+    """Rows as their pages arrive (all at once for --json), a line of progress on stderr."""
+    everything: list[dict[str, Any]] = []
+    count = 0
+    for number, page in enumerate(client.pages(**filters), 1):
+        count += len(page["incidents"])
+        if as_json:
+            everything += page["incidents"]
+        else:
+            for incident in page["incidents"]:
+                print(incident_row(incident), flush=True)
+        more = "" if page.get("next_cursor") is None else ", more to come"
+        noun = "incident" if count == 1 else "incidents"
+        print(f"-- page {number}: {count} {noun}{more}", file=sys.stderr, flush=True)
+    if as_json:
+        return Output({"incidents": everything, "next_cursor": None}, [])
+    return None if count else Output(None, ["no incidents"])
+
+
+@command("get", "show one incident", ID)
+def get(client: Client, args: argparse.Namespace) -> Output:
+    incident = client.get(args.id)
+    return Output(incident, incident_lines(incident))
+
+
+@command("update", "change an incident", ID, STATUS, TITLE, arg("--description"), SEVERITY,
+         SOURCE, DETAILS, ASSIGNEE,
+         arg("--version", type=int, help="only if still at this version"))  # fmt: skip
+def update(client: Client, args: argparse.Namespace) -> Output:
+    incident = client.update(args.id, **given(args, *CHANGES, "version"))
+    return Output(incident, incident_lines(incident))
+
+
+@command("resolve", "mark an incident completed", ID, arg("--resolution", help="what fixed it"))
+def resolve(client: Client, args: argparse.Namespace) -> Output:
+    incident = client.resolve(args.id, args.resolution)
+    return Output(incident, incident_lines(incident))
+
+
+# acknowledge: the server has no such action yet (another issue adds it). When it lands,
+# its command goes here, in the shape of `resolve` above:
+#     @command("acknowledge", "take an incident on", ID)
+#     def acknowledge(client, args): ... client.call("acknowledge", id=args.id) ...
+# Until then `client.py call acknowledge id=7` reaches it, like any action.
+
+
+@command("assign", "give an incident to an agent", ID,
+         arg("assignee", help="an agent's username, or - for nobody"))  # fmt: skip
+def assign(client: Client, args: argparse.Namespace) -> Output:
+    assignee = None if args.assignee == "-" else args.assignee
+    incident = client.call("assign", id=args.id, assignee=assignee)
+    return Output(incident, incident_lines(incident))
+
+
+@command("comment", "add a comment to an incident", ID, arg("text"))
+def comment(client: Client, args: argparse.Namespace) -> Output:
+    note = client.call("comment", id=args.id, text=args.text)
+    return Output(note, [f"comment #{note['id']} on incident #{note['incident_id']}"])
+
+
+@command("comments", "an incident's comments, oldest first", ID)
+def comments(client: Client, args: argparse.Namespace) -> Output:
+    notes = client.call("comments", id=args.id)
+    lines = [f"{c['created_at']}  {c['author']}: {c['text']}" for c in notes["comments"]]
+    return Output(notes, lines or ["no comments"])
+
+
+@command("history", "every change of an incident: who, when, what", ID)
+def history(client: Client, args: argparse.Namespace) -> Output:
+    trail = client.call("history", id=args.id)
+    lines = [
+        f"{event['at']}  {event['type']:<9} by {event['actor']}  {changes_text(event['changes'])}"
+        for event in trail["events"]
+    ]
+    return Output(trail, lines)
+
+
+@command("resolve-many", "resolve every listed or matching incident", BULK_IDS, BULK_FILTER,
+         arg("--resolution"))  # fmt: skip
+def resolve_many(client: Client, args: argparse.Namespace) -> Output:
+    done = client.call("resolve_many", **bulk_target(args), **given(args, "resolution"))
+    return Output(done, bulk_lines(done))
+
+
+@command("update-many", "change every listed or matching incident", BULK_IDS, BULK_FILTER,
+         STATUS, TITLE, arg("--description"), SEVERITY, SOURCE, DETAILS, ASSIGNEE)  # fmt: skip
+def update_many(client: Client, args: argparse.Namespace) -> Output:
+    done = client.call("update_many", **bulk_target(args), **given(args, *CHANGES))
+    return Output(done, bulk_lines(done))
+
+
+# Users and keys (admins)
+
+
+@command("users list", "every user and their role")
+def users_list(client: Client, args: argparse.Namespace) -> Output:
+    users = client.call("user_list")
+    return Output(users, [user_row(user) for user in users["users"]])
+
+
+@command("users create", "add a user", arg("username"), ROLE, PASSWORD)
+def users_create(client: Client, args: argparse.Namespace) -> Output:
+    password = args.password or new_password(args.username)
+    user = client.call("user_create", username=args.username, password=password, role=args.role)
+    return Output(user, [user_row(user)])
+
+
+def user_update(client: Client, username: str, **change: Any) -> Output:
+    user = client.call("user_update", username=username, **change)
+    return Output(user, [user_row(user)])
+
+
+@command("users role", "change a user's role", arg("username"), arg("role", choices=ROLES))
+def users_role(client: Client, args: argparse.Namespace) -> Output:
+    return user_update(client, args.username, role=args.role)
+
+
+@command("users disable", "stop a user signing in; their sessions end", arg("username"))
+def users_disable(client: Client, args: argparse.Namespace) -> Output:
+    return user_update(client, args.username, disabled=True)
+
+
+@command("users enable", "let a disabled user sign in again", arg("username"))
+def users_enable(client: Client, args: argparse.Namespace) -> Output:
+    return user_update(client, args.username, disabled=False)
+
+
+@command("users reset-password", "set a user's password; their sessions end", arg("username"),
+         PASSWORD)  # fmt: skip
+def users_reset_password(client: Client, args: argparse.Namespace) -> Output:
+    return user_update(client, args.username, password=args.password or new_password(args.username))
+
+
+@command("keys list", "every API key (never the key itself)")
+def keys_list(client: Client, args: argparse.Namespace) -> Output:
+    keys = client.call("key_list")
+    return Output(keys, [key_row(key) for key in keys["keys"]] or ["no keys"])
+
+
+@command("keys create", "a key for a monitoring agent; shown this once", arg("name"), ROLE)
+def keys_create(client: Client, args: argparse.Namespace) -> Output:
+    made = client.call("key_create", name=args.name, role=args.role)
+    return Output(made, [
+        f"key #{made['id']} {made['name']} ({made['role']}): {made['key']}",
+        "it is shown this once: give it to the agent now (sent like a token)",
+    ])  # fmt: skip
+
+
+@command("keys revoke", "stop a key working, at once", arg("id", type=int, help="key id"))
+def keys_revoke(client: Client, args: argparse.Namespace) -> Output:
+    key = client.call("key_revoke", id=args.id)
+    return Output(key, [key_row(key)])
+
+
+# Everything else
+
+
+@command("batch", "post a JSON array of commands as one batch; print each answer",
+         arg("file", type=argparse.FileType(), metavar="FILE|-", help="- reads stdin"))  # fmt: skip
+def batch(client: Client, args: argparse.Namespace) -> Output:
+    with args.file as file:
+        try:
+            commands = json.load(file)
+        except ValueError as error:
+            raise UsageError(f"{file.name} is not JSON: {error}") from None
+    if isinstance(commands, dict):  # one command is a batch of one
+        commands = [commands]
+    if not isinstance(commands, list):
+        raise UsageError(f"{file.name} holds no JSON array of commands")
+    answers = client.batch(commands)
+    lines = [answer_line(number, answer) for number, answer in enumerate(answers, 1)]
+    failed = not all(map(succeeded, answers))
+    return Output(answers, lines or ["no answers (notifications only)"], failed)
+
+
+@command("watch", "print change events as they arrive",
+         arg("--since", type=int, help="first replay every event after this id"),
+         arg("--retries", type=int, default=10, help="failed reconnects in a row before giving up"),
+         arg("--forever", action="store_true", help="never give up reconnecting"))  # fmt: skip
+def watch(client: Client, args: argparse.Namespace) -> None:
+    retries = None if args.forever else args.retries
+    Watch(client.url, client.token, args.since, args.json, retries).run()
+
+
+@command("describe", "the server's actions")
+def describe(client: Client, args: argparse.Namespace) -> Output:
+    document = client.call("describe")
+    lines = [f"{method['name']:<16} {method.get('x-role') or 'anyone':<9} {method['summary']}"
+             for method in document["methods"]]  # fmt: skip
+    return Output(document, lines)
+
+
+@command("call", "any action by name, e.g.: call get id=7", arg("action"),
+         arg("params", nargs="*", type=name_value, metavar="NAME=VALUE"))  # fmt: skip
+def call(client: Client, args: argparse.Namespace) -> Output:
+    data = client.call(args.action, **dict(args.params))
+    return Output(data, json_lines(data))
+
+
+@command("demo", "create -> update -> list -> resolve")
+def demo(client: Client, args: argparse.Namespace) -> Output:
     created = client.create("Scooter 875643 is offline", title="Scooter offline", source="operator")
-    print("created   ", _row(created))
     updated = client.update(created["id"], status="processing")
-    print("updated   ", _row(updated))
-    for incident in client.list(status="processing", limit=5)["incidents"]:
-        print("processing", _row(incident))
+    processing = client.list(status="processing", limit=5)["incidents"]
     resolved = client.resolve(created["id"], "back online after a reboot")
-    print("resolved  ", _row(resolved))
+    lines = [f"created    {incident_row(created)}", f"updated    {incident_row(updated)}",
+             *(f"processing {incident_row(incident)}" for incident in processing),
+             f"resolved   {incident_row(resolved)}"]  # fmt: skip
+    steps = {"created": created, "updated": updated, "processing": processing}
+    return Output({**steps, "resolved": resolved}, lines)
 
 
-RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)  # seconds, after drops in a row; the last repeats
+# -- watch ---------------------------------------------------------------------------------
+
+RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)  # seconds, after failures in a row; the last repeats
 SILENCE = 60  # seconds without even a ping (the server pings every 25): the link is dead
+GREETING_WAIT = 1.0  # seconds: a server that says where it starts, or refuses, does so at once
+POLICY_VIOLATION = 1008  # the token is missing, bad or expired
 
 
 def websocket_url(url: str, since: int | None) -> str:
@@ -135,149 +745,171 @@ def websocket_url(url: str, since: int | None) -> str:
     return f"{base}/ws" + (f"?since={since}" if since is not None else "")
 
 
-def _event_line(event: dict[str, Any]) -> str:
-    incident = event.get("data") or {}
-    title = incident.get("title") or incident.get("description") or ""
-    return (
-        f"{event.get('at')}  event #{event['id']:<6} {event.get('type', ''):<9} "
-        f"incident #{incident.get('id')} [{incident.get('status')}] {title[:50]}  "
-        f"by {event.get('actor')}"
-    )
+class Watch:
+    """Print change events; after a drop, reconnect with since=<last id seen>, so that
+    nothing is missed and nothing shown twice. Stops on a refused token, or after
+    `retries` reconnects in a row that heard nothing from the server (None: never)."""
 
+    def __init__(self, url: str, token: str | None, since: int | None, as_json: bool,
+                 retries: int | None) -> None:  # fmt: skip
+        self.url, self.token, self.since = url, token, since
+        self.as_json, self.retries = as_json, retries
+        self.heard = False  # the current socket has received something
+        self.announced = False
 
-def _follow(ws: Any, as_json: bool, since: int | None) -> tuple[int | None, int | None, str]:
-    """Print events until the socket ends: (last id seen, close code or None, reason)."""
-    import websocket
-
-    while True:
-        frame = ws.recv_frame()  # raw frames: a close is read even if the peer is gone
-        if frame.opcode == websocket.ABNF.OPCODE_PING:
-            ws.pong(frame.data)
-        elif frame.opcode == websocket.ABNF.OPCODE_TEXT:
-            event = json.loads(frame.data)
-            print(json.dumps(event) if as_json else _event_line(event), flush=True)
-            since = event["id"]
-        elif frame.opcode == websocket.ABNF.OPCODE_CLOSE:
-            code = struct.unpack("!H", frame.data[:2])[0] if len(frame.data) >= 2 else None
-            return since, code, frame.data[2:].decode("utf-8", "replace")
-
-
-def watch(url: str, token: str | None, since: int | None = None, as_json: bool = False) -> None:
-    """Print change events as they arrive; after a drop, reconnect with since=<last id seen>,
-    so that nothing is missed and nothing shown twice. Stops on Ctrl-C or a refused token."""
-    import websocket  # websocket-client: only this command needs it
-
-    drops = 0
-    try:
+    def run(self) -> None:
+        failures = 0
         while True:
-            seen = since
-            try:
-                ws = websocket.create_connection(websocket_url(url, since), timeout=SILENCE)
-                try:
-                    ws.send(json.dumps({"token": token}))  # not in the URL, which logs keep
-                    since, code, reason = _follow(ws, as_json, since)
-                finally:
-                    ws.shutdown()
-            except (OSError, websocket.WebSocketException) as error:
-                code, reason = None, f"{type(error).__name__}: {error}".rstrip(": ")
-            if code == 1008:  # policy violation: the token is missing, bad or expired
+            code, reason = self.attempt()
+            if code == POLICY_VIOLATION:
                 raise ApiError(401, reason, {})
-            drops = 0 if since != seen else drops + 1
-            delay = RECONNECT_DELAYS[min(drops, len(RECONNECT_DELAYS) - 1)]
-            where = f"since={since}" if since is not None else "live events"
+            failures = 0 if self.heard else failures + 1
+            if self.retries is not None and failures > self.retries:
+                raise ClientFailure(
+                    f"watch gave up after {failures} failed attempts in a row to reach "
+                    f"{websocket_url(self.url, None)} ({reason}); --forever keeps trying"
+                )
+            delay = RECONNECT_DELAYS[min(max(failures - 1, 0), len(RECONNECT_DELAYS) - 1)]
+            where = f"since={self.since}" if self.since is not None else "live events"
             print(f"-- {reason or 'disconnected'}; reconnecting ({where}) in {delay} s",
                   file=sys.stderr, flush=True)  # fmt: skip
             time.sleep(delay)
-    except KeyboardInterrupt:
-        return None
+
+    def attempt(self) -> tuple[int | None, str]:
+        """One connection, until it ends: (its close code or None, why it ended)."""
+        import websocket  # websocket-client: only this command needs it
+
+        self.heard = self.announced = False
+        try:
+            ws = websocket.create_connection(websocket_url(self.url, self.since), timeout=SILENCE)
+        except (OSError, websocket.WebSocketException) as error:
+            return None, f"{type(error).__name__}: {error}".rstrip(": ")
+        try:
+            ws.send(json.dumps({"token": self.token}))  # not in the URL, which logs keep
+            return self.follow(ws)
+        except (OSError, websocket.WebSocketException) as error:
+            return None, f"{type(error).__name__}: {error}".rstrip(": ")
+        finally:
+            ws.shutdown()
+
+    def follow(self, ws: Any) -> tuple[int | None, str]:
+        import websocket
+
+        if not greeted_soon(ws):  # quiet: the token passed, and nothing happens yet
+            self.announce(self.since)
+        while True:
+            frame = ws.recv_frame()  # raw frames: a close is read even if the peer is gone
+            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                code = struct.unpack("!H", frame.data[:2])[0] if len(frame.data) >= 2 else None
+                return code, frame.data[2:].decode("utf-8", "replace")
+            self.heard = True
+            if frame.opcode == websocket.ABNF.OPCODE_PING:
+                ws.pong(frame.data)
+                self.announce(self.since)
+            elif frame.opcode == websocket.ABNF.OPCODE_TEXT:
+                self.show(json.loads(frame.data))
+
+    def show(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "subscribed":  # the server may say where it starts
+            if self.since is None:
+                self.since = message.get("position")
+            self.announce(message.get("position"))
+            return
+        self.announce(self.since if self.since is not None else message.get("id"))
+        print(json.dumps(message) if self.as_json else event_line(message), flush=True)
+        self.since = message.get("id", self.since)
+
+    def announce(self, position: int | None) -> None:
+        if not self.announced:
+            where = f"live from event {position}" if position is not None else "live events only"
+            print(f"connected, {where}", file=sys.stderr, flush=True)
+            self.announced = True
+
+
+def greeted_soon(ws: Any) -> bool:
+    """Whether the server sends something (a greeting, an event, a refusal) at once."""
+    sock = ws.sock
+    if hasattr(sock, "pending") and sock.pending():  # TLS bytes already decrypted
+        return True
+    return bool(select.select([sock], [], [], GREETING_WAIT)[0])
+
+
+# -- The command line ----------------------------------------------------------------------
+
+
+def common_options(top: bool) -> argparse.ArgumentParser:
+    """--url and --json, before or after the command: the top parser holds the defaults;
+    a command's parser SUPPRESSes its own, so as not to undo what came before it."""
+    options = argparse.ArgumentParser(add_help=False)
+    url = os.environ.get("INCIDENT_RPC_URL", DEFAULT_URL)
+    options.add_argument("--url", default=url if top else argparse.SUPPRESS,
+                         help=f"the server (INCIDENT_RPC_URL; now {url})")  # fmt: skip
+    options.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
+                         help="print the raw data as JSON")  # fmt: skip
+    return options
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", default=os.environ.get("INCIDENT_RPC_URL", DEFAULT_URL))
-    parser.add_argument("--json", action="store_true", help="print whole JSON answers")
-    commands = parser.add_subparsers(dest="command", required=True)
-    login = commands.add_parser("login", help="sign in and keep the token")
-    login.add_argument("username")
-    login.add_argument("--password", help="asked for when not given")
-    create = commands.add_parser("create", help="report an incident")
-    create.add_argument("description")
-    for name in ("title", "severity", "source"):
-        create.add_argument(f"--{name}")
-    listing = commands.add_parser("list", help="list incidents, newest first")
-    for name in ("status", "source", "severity", "cursor"):
-        listing.add_argument(f"--{name}")
-    listing.add_argument("--limit", type=int)
-    get = commands.add_parser("get", help="show one incident")
-    get.add_argument("id", type=int)
-    update = commands.add_parser("update", help="change an incident")
-    update.add_argument("id", type=int)
-    for name in ("status", "title", "description", "severity", "source"):
-        update.add_argument(f"--{name}")
-    update.add_argument("--version", type=int, help="only if still at this version")
-    resolve = commands.add_parser("resolve", help="mark an incident completed")
-    resolve.add_argument("id", type=int)
-    resolve.add_argument("--resolution")
-    commands.add_parser("demo", help="create -> update -> list -> resolve")
-    watching = commands.add_parser("watch", help="print change events as they arrive")
-    watching.add_argument("--since", type=int, help="first replay the events after this id")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], parents=[common_options(True)]
+    )
+    commands = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+    groups: dict[str, Any] = {}
+    for spec in COMMANDS:
+        group, _, name = spec.name.rpartition(" ")
+        if group and group not in groups:
+            holder = commands.add_parser(group, help=GROUPS[group], parents=[common_options(False)])
+            groups[group] = holder.add_subparsers(dest=f"{group}_command", required=True,
+                                                  metavar="COMMAND")  # fmt: skip
+        where = groups[group] if group else commands
+        parser_of = where.add_parser(
+            name, help=spec.help, description=spec.help, parents=[common_options(False)]
+        )
+        for flags, options in spec.arguments:
+            parser_of.add_argument(*flags, **options)
+        parser_of.set_defaults(command=spec, parser=parser_of)
     return parser
 
 
-def saved_token() -> str | None:
-    if os.environ.get("INCIDENT_RPC_TOKEN"):
-        return os.environ["INCIDENT_RPC_TOKEN"]
-    return TOKEN_FILE.read_text().strip() if TOKEN_FILE.exists() else None
-
-
-def dispatch(args: argparse.Namespace, client: Client) -> Any:
-    if args.command == "login":
-        password = args.password or getpass.getpass(f"password for {args.username}: ")
-        client.login(args.username, password)
-        TOKEN_FILE.parent.mkdir(parents=True, exist_ok=True)
-        TOKEN_FILE.touch(mode=0o600)
-        TOKEN_FILE.write_text(client.token or "")
-        return f"signed in as {args.username}; token kept in {TOKEN_FILE}"
-    if args.command == "create":
-        return client.create(args.description, **_fields(args, ("title", "severity", "source")))
-    if args.command == "list":
-        return client.list(**_fields(args, ("status", "source", "severity", "cursor", "limit")))
-    if args.command == "get":
-        return client.get(args.id)
-    if args.command == "update":
-        names = ("status", "title", "description", "severity", "source", "version")
-        return client.update(args.id, **_fields(args, names))
-    if args.command == "resolve":
-        return client.resolve(args.id, args.resolution)
-    if args.command == "watch":
-        return watch(client.url, client.token, args.since, args.json)
-    return run_demo(client)
+def emit(output: Output, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(output.data, indent=2, ensure_ascii=False))
+    elif output.lines:
+        print("\n".join(output.lines))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    client = Client(args.url, None if args.command == "login" else saved_token())
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    spec: Command = args.command
+    client = Client(args.url)
     try:
-        result = dispatch(args, client)
-    except ServiceUnreachable as error:
-        print(f"error: {error}; is the service running? (make run)", file=sys.stderr)
+        if not spec.anonymous:
+            client.token = os.environ.get("INCIDENT_RPC_TOKEN") or Tokens().get(client.url)
+        output = spec.run(client, args)
+        if output is not None:
+            emit(output, args.json)
+        return 1 if output is not None and output.failed else 0
+    except KeyboardInterrupt:
+        print(file=sys.stderr)  # end the line that ^C (or a prompt) left open
+        return 130
+    except UsageError as error:  # worded as argparse words its own
+        args.parser.print_usage(sys.stderr)
+        print(f"{args.parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    except ApiError as error:
-        hint = " (sign in with: client.py login USERNAME)" if error.status == 401 else ""
-        print(f"error {error.status}: {error.error}{hint}", file=sys.stderr)
-        for field, messages in (error.data.get("errors") or {}).items():
-            print(f"  {field}: {'; '.join(map(str, messages))}", file=sys.stderr)
+    except BrokenPipeError:  # the reader (head, less) has had enough: no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the exit's flush
+        return 141  # as a shell reports a writer ended by SIGPIPE
+    except ClientFailure as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
-    if isinstance(result, str):
-        print(result)
-    elif isinstance(result, dict) and "incidents" in result and not args.json:
-        for incident in result["incidents"]:
-            print(_row(incident))
-        if result.get("next_cursor"):
-            print(f"more: --cursor {result['next_cursor']}")
-    elif result is not None:
-        _show(result)
-    return 0
+    except ApiError as error:
+        message = error_text(error.status, error.error, error.data)
+        if error.status == 401 and not spec.anonymous:  # signing in is what just failed
+            where = "" if client.url == DEFAULT_URL else f" --url {client.url}"
+            message += f" (sign in with: client.py{where} login USERNAME)"
+        print(message, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
