@@ -377,3 +377,142 @@ def test_group_commit_mixed_with_dedup_keys_and_request_ids(pg_worker: Server) -
     grouped_ids = [answer["data"]["id"] for command, answer in zip(commands, answers, strict=True)
                    if "request_id" not in command]  # fmt: skip
     assert len(transactions(pg_worker, grouped_ids)) == 1
+
+
+# --- 3. A credential revoked by an element fails from the next element on ------------
+
+
+def statuses(answers: list[dict[str, Any]]) -> list[int]:
+    return [answer["status"] for answer in answers]
+
+
+def test_logout_inside_a_batch_ends_the_token_at_the_next_element(
+    one_worker: Server, admin: str
+) -> None:
+    _, token = new_user(one_worker, admin)
+    answers = batch(
+        one_worker,
+        [
+            {"action": "whoami", "token": token},
+            {"action": "logout", "token": token},
+            {"action": "create", "token": token, "description": "after logout"},
+            {"action": "whoami", "token": token},
+            {"action": "whoami", "token": admin},  # another user's token is unharmed
+        ],
+    )
+    assert statuses(answers) == [200, 200, 401, 401, 200]
+    one_worker.rpc("whoami", token, expect=401)
+
+
+def test_password_change_inside_a_batch_ends_the_old_token(one_worker: Server, admin: str) -> None:
+    _, token = new_user(one_worker, admin)
+    change = {"old_password": PASSWORD, "new_password": "another-password-for-batch-tests"}
+    answers = batch(
+        one_worker,
+        [
+            {"action": "whoami", "token": token},
+            {"action": "password_change", "token": token, **change},
+            {"action": "whoami", "token": token},
+        ],
+    )
+    assert statuses(answers) == [200, 200, 401]
+    one_worker.rpc("whoami", answers[1]["data"]["token"], expect=200)  # the new one works
+
+
+def test_key_revoke_inside_a_batch_ends_the_key_at_the_next_element(
+    one_worker: Server, admin: str
+) -> None:
+    key = one_worker.rpc("key_create", admin, expect=201, name=unique("agent"))["data"]
+    answers = batch(
+        one_worker,
+        [
+            {"action": "whoami", "token": key["key"]},
+            {"action": "create", "token": key["key"], "description": "before revoke"},
+            {"action": "key_revoke", "token": admin, "id": key["id"]},
+            {"action": "whoami", "token": key["key"]},
+            {"action": "create", "token": key["key"], "description": "after revoke"},
+        ],
+    )
+    assert statuses(answers) == [200, 201, 200, 401, 401]
+
+
+def test_user_update_inside_a_batch_applies_at_the_next_element(
+    one_worker: Server, admin: str
+) -> None:
+    """Disabling ends the user's tokens; demoting takes the role's rights away; both from
+    the next element on. So does a JSON-RPC batch."""
+    disabled, disabled_token = new_user(one_worker, admin)
+    demoted, demoted_token = new_user(one_worker, admin, "admin")
+    answers = batch(
+        one_worker,
+        [
+            {"action": "whoami", "token": disabled_token},
+            {"action": "user_list", "token": demoted_token},
+            {"action": "user_update", "token": admin, "username": disabled, "disabled": True},
+            {"action": "user_update", "token": admin, "username": demoted, "role": "agent"},
+            {"action": "whoami", "token": disabled_token},
+            {"action": "user_list", "token": demoted_token},
+            {"action": "whoami", "token": demoted_token},
+        ],
+    )
+    assert statuses(answers) == [200, 200, 200, 200, 401, 403, 200]
+    assert answers[-1]["data"] == {"username": demoted, "role": "agent"}
+
+    _, token = new_user(one_worker, admin)
+    key = one_worker.rpc("key_create", admin, expect=201, name=unique("rpc"))["data"]
+    calls = [
+        ("whoami", {"token": token}),
+        ("logout", {"token": token}),
+        ("whoami", {"token": token}),
+        ("whoami", {"token": key["key"]}),
+        ("key_revoke", {"token": admin, "id": key["id"]}),
+        ("whoami", {"token": key["key"]}),
+    ]
+    responses = batch(
+        one_worker,
+        [{"jsonrpc": "2.0", "method": method, "params": params, "id": n}
+         for n, (method, params) in enumerate(calls)],
+    )  # fmt: skip
+    assert ["result" in response for response in responses] == [True, True, False] * 2
+    assert {response["error"]["code"] for response in responses[2::3]} == {-32001}
+
+
+def table_reads(connection: Any, table: str) -> tuple[int, int]:
+    """(rows inserted into, scans of) a table, as PostgreSQL's statistics have them."""
+    connection.execute(sqlalchemy.text("SELECT pg_stat_clear_snapshot()"))
+    row = connection.execute(
+        sqlalchemy.text(
+            "SELECT n_tup_ins, coalesce(idx_scan, 0) + seq_scan FROM pg_stat_user_tables"
+            " WHERE relname = :table"
+        ),
+        {"table": table},
+    ).one()
+    return row[0], row[1]
+
+
+@pytest.mark.postgres
+def test_a_batch_of_creates_still_checks_its_token_once(postgres, tmp_path_factory) -> None:
+    """1,000 creates with one token read the users table about once, not 1,000 times.
+    A backend's statistics reach the shared counters all together, up to 10 s after its
+    transaction: once the batch's 1,000 inserted rows show, so do its reads of users."""
+    server = Server(postgres.create(), tmp_path_factory.mktemp("once"), workers=1).start()
+    engine = sqlalchemy.create_engine(
+        server.database_url, poolclass=sqlalchemy.NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        token = server.login()
+        with engine.connect() as connection:
+            inserted, _ = table_reads(connection, "incidents")
+            _, users_before = table_reads(connection, "users")
+            commands = [{"action": "create", "token": token, "description": f"once {n}"}
+                        for n in range(1000)]  # fmt: skip
+            assert set(statuses(batch(server, commands))) == {201}
+            deadline = time.monotonic() + 60
+            while table_reads(connection, "incidents")[0] < inserted + 1000:
+                assert time.monotonic() < deadline, "the batch's statistics never showed"
+                time.sleep(0.1)
+            _, users_after = table_reads(connection, "users")
+        assert users_after - users_before < 20  # without the batch's cache: over 1,000
+    finally:
+        engine.dispose()
+        server.stop()

@@ -78,7 +78,9 @@ def _batch(items: list[Any], token: str | None, jsonrpc_only: bool) -> Response:
         with _one_transaction() as connection:
             answers = _run_all(items, token, jsonrpc_only, batch, connection)
     except Exception:  # the batch's commit failed, so nothing of it was kept
-        answers = _run_all(items, token, jsonrpc_only, Batch(callers=batch.callers))
+        # From scratch, tokens too: what the first run checked may hold only after a
+        # change (a promotion, say) that this run makes later, or not at all.
+        answers = _run_all(items, token, jsonrpc_only, Batch())
     return _json(answers) if answers else Response(status=204)
 
 

@@ -2,8 +2,10 @@
 
 An action is declared once with `@action(...)`: its name, parameter schema, the
 role it needs, its output schema, whether it changes anything (then it takes a
-`request_id`, see replay.py) and, optionally, the legacy dialect's versions of
-each, and a `many` handler for consecutive commands of a batch. `execute` (and
+`request_id`, see replay.py), whether it may revoke credentials or change what a
+user may do (then a batch checks its tokens again after it) and, optionally, the
+legacy dialect's versions of each, and a `many` handler for consecutive commands
+of a batch. `execute` (and
 `execute_many` for such runs) owns everything around a handler: lookup,
 authentication, validation, the transaction, and `_guarded`, the one place where
 an exception becomes an envelope. The /rpc route, with its batches and JSON-RPC,
@@ -77,6 +79,9 @@ class Action:
     enabled_by: str | None = None  # a setting that switches the action on; off: unknown
     many: ManyHandler | None = None  # consecutive commands of a batch in one call
     reads_only: bool = False  # True: it only reads (database.use_reads_session)
+    # True: it may revoke a credential or change a user's rights (logout, key_revoke,
+    # user_update, ...): a batch forgets the callers it has checked once it succeeds.
+    revokes: bool = False
 
 
 ACTIONS: dict[str, Action] = {}
@@ -85,8 +90,9 @@ ACTIONS: dict[str, Action] = {}
 @dataclass
 class Batch:
     """What the commands of one batch (or group, grouping.py) share: the tokens already
-    checked, and the answer that the database is gone, once one command found it so:
-    the rest get it at once rather than one connection timeout each."""
+    checked (until a command that `revokes` succeeds), and the answer that the database
+    is gone, once one command found it so: the rest get it at once rather than one
+    connection timeout each."""
 
     callers: dict[str, Caller] = field(default_factory=dict)
     database_gone: dict[str, Any] | None = None
@@ -106,6 +112,7 @@ def action(
     enabled_by: str | None = None,
     many: ManyHandler | None = None,
     reads_only: bool = False,
+    revokes: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under `name`; see the module docstring."""
 
@@ -115,6 +122,7 @@ def action(
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
             legacy_params, legacy_output, legacy_handler, changes, enabled_by, many, reads_only,
+            revokes,
         )  # fmt: skip
         return handler
 
@@ -137,7 +145,8 @@ def _first_message(messages: Any) -> str:
 
 
 def _caller(token: Any, batch: Batch | None) -> Caller:
-    """Authenticate once per distinct token within one batch (a batch repeats them)."""
+    """Authenticate once per distinct token within one batch (a batch repeats them), or
+    again after a command that `revokes` (so that a revoked token fails at once)."""
     if batch is None or not isinstance(token, str):
         return authenticate(token)
     if token not in batch.callers:
@@ -218,6 +227,8 @@ def _run(
         claim.remember(answer)
     if not call.spec.reads_only:  # (a read's session is closed at teardown)
         db.session.commit()  # in a batch: the command's savepoint (endpoint.py)
+    if call.spec.revokes and batch is not None:  # the next command sees what it changed
+        batch.callers.clear()
     return answer
 
 
