@@ -516,3 +516,73 @@ def test_a_batch_of_creates_still_checks_its_token_once(postgres, tmp_path_facto
     finally:
         engine.dispose()
         server.stop()
+
+
+# --- 4. A batch that speaks JSON-RPC answers in JSON-RPC --------------------------------
+# The rule: in a batch where any element is a JSON-RPC request (has a `jsonrpc` member),
+# every element that is not a native command (an object with an `action` and no
+# `jsonrpc`) is answered in JSON-RPC: `{"foo": "boo"}`, `1` or `[]` is an Invalid
+# Request. A batch with no JSON-RPC element is native, as before.
+
+INVALID = {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": None}
+NOT_FOUND = {"jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"}}
+
+
+def test_spec_batch_example_without_the_jsonrpc_content_type(
+    one_worker: Server, admin: str
+) -> None:
+    """The specification's section 7 batch, as most JSON-RPC clients post it (plain
+    application/json), with our actions in place of sum, notify_hello, subtract and
+    get_data: the specification's answers."""
+    first = one_worker.rpc("create", admin, expect=201, description="first")["data"]
+    second = one_worker.rpc("create", admin, expect=201, description="second")["data"]
+    hello = unique("hello")
+    body = [
+        {"jsonrpc": "2.0", "method": "get", "params": [first["id"]], "id": "1"},
+        {"jsonrpc": "2.0", "method": "create", "params": {"description": "hi", "dedup_key": hello}},
+        {"jsonrpc": "2.0", "method": "get", "params": [second["id"]], "id": "2"},
+        {"foo": "boo"},
+        {"jsonrpc": "2.0", "method": "foo.get", "params": {"name": "myself"}, "id": "5"},
+        {"jsonrpc": "2.0", "method": "whoami", "id": "9"},
+    ]
+    assert batch(one_worker, body, admin) == [
+        {"jsonrpc": "2.0", "result": first, "id": "1"},
+        {"jsonrpc": "2.0", "result": second, "id": "2"},
+        INVALID,
+        {**NOT_FOUND, "id": "5"},
+        {"jsonrpc": "2.0", "result": {"username": "admin", "role": "admin"}, "id": "9"},
+    ]
+    repeat = one_worker.rpc("create", admin, expect=200, description="hi", dedup_key=hello)
+    assert repeat["data"]["occurrences"] == 2  # the notification ran
+
+
+def test_non_commands_in_a_jsonrpc_batch_are_invalid_requests(
+    one_worker: Server, admin: str
+) -> None:
+    """Whatever is not a native command; a native command keeps its envelope."""
+    body = [
+        {"jsonrpc": "2.0", "method": "whoami", "id": 1},
+        {"foo": "boo"},
+        1,
+        "text",
+        [],
+        None,
+        {"method": "whoami", "id": 2},  # JSON-RPC 1.0: no `jsonrpc` member
+        {"action": "whoami", "token": admin},
+        {"action": "whoami", "token": admin, "jsonrpc": "2.0"},  # not a valid request
+    ]
+    answers = batch(one_worker, body, admin)
+    assert answers[0] == {"jsonrpc": "2.0", "result": {"username": "admin", "role": "admin"},
+                          "id": 1}  # fmt: skip
+    assert answers[1:7] == [INVALID] * 5 + [{**INVALID, "id": 2}]
+    assert answers[7] == {"success": True, "error": "", "status": 200,
+                          "data": {"username": "admin", "role": "admin"}}  # fmt: skip
+    assert answers[8] == INVALID
+    assert len(answers) == len(body)
+
+
+def test_native_batches_are_unchanged(one_worker: Server, admin: str) -> None:
+    answers = batch(one_worker, [{"foo": "boo"}, 1, {"action": "whoami", "token": admin}])
+    assert statuses(answers) == [400, 400, 200]
+    assert all(set(answer) == {"success", "error", "status", "data"} for answer in answers)
+    assert answers[0]["error"] == "action is required"

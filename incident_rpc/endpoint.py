@@ -13,6 +13,9 @@
   commit instead of 1,000. If that commit fails (the database went away), nothing
   of the batch is kept and it runs again with one transaction per element, so
   the answers always describe what is stored.
+- A batch with a JSON-RPC element answers in JSON-RPC every element that is not a
+  native command (an object with an `action`): `{"foo": "boo"}` there is an Invalid
+  Request, as in the specification's example (jsonrpc.in_batch).
 - Nothing inside an unparseable body, `[]` or `[1]` says which dialect its sender
   speaks: `Content-Type: application/json-rpc` says JSON-RPC for the whole body,
   and an unparseable body that mentions "jsonrpc" gets JSON-RPC's parse error.
@@ -123,8 +126,10 @@ def _run_all(
     handler (e.g. a burst of creates) run together (`rpc.execute_many`); gives up
     when the shared connection is lost.
     """
+    dialects = jsonrpc.in_batch(items, jsonrpc_only)
     requests = [
-        jsonrpc.read(i) if jsonrpc_only or jsonrpc.speaks_jsonrpc(i) else None for i in items
+        jsonrpc.read(item) if answered_in_jsonrpc else None
+        for item, answered_in_jsonrpc in zip(items, dialects, strict=True)
     ]
     commands = [
         item if request is None else request.command
