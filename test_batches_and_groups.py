@@ -586,3 +586,134 @@ def test_native_batches_are_unchanged(one_worker: Server, admin: str) -> None:
     assert statuses(answers) == [400, 400, 200]
     assert all(set(answer) == {"success", "error", "status", "data"} for answer in answers)
     assert answers[0]["error"] == "action is required"
+
+
+# --- 2. A batch's answers are bounded: MAX_BATCH_ANSWER ------------------------------
+
+
+def worker_pid(server: Server) -> int:
+    """The pid of a one-worker server's worker process."""
+    assert server.process is not None
+    pid = server.process.pid
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        (worker,) = children.read().split()
+    return int(worker)
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def seed(server: Server, token: str, count: int, size: int) -> None:
+    """`count` incidents with descriptions of `size` characters, in batches under 1 MiB."""
+    per_batch = max(1, 700_000 // size)
+    for start in range(0, count, per_batch):
+        commands = [{"action": "create", "description": f"{n:06d} " + "s" * size}
+                    for n in range(start, min(count, start + per_batch))]  # fmt: skip
+        assert set(statuses(batch(server, commands, token))) == {201}
+
+
+def test_a_batch_of_big_pages_stops_at_the_answer_limit(one_worker: Server, admin: str) -> None:
+    """The issue's batch: 100 × get_all at limit 1000, a 4 KB request. With the default
+    limit (8 MiB) the first pages are answered, every later element is a 413 that says
+    which limit, and the worker stays small and keeps serving."""
+    seed(one_worker, admin, 1000, 1500)
+    pid = worker_pid(one_worker)
+    page = {"action": "get_all", "limit": 1000}
+    batch(one_worker, [page], admin)  # one page's worth of memory, before measuring
+    before = rss_mib(pid)
+
+    response = post(one_worker, [page] * 100, admin)
+    assert response.status_code == 200
+    assert len(response.content) < 8 * 1024 * 1024 + 100 * 400
+    answers = response.json()
+    answered = statuses(answers).index(413)
+    assert answered >= 1 and statuses(answers) == [200] * answered + [413] * (100 - answered)
+    assert all(len(answer["data"]["incidents"]) == 1000 for answer in answers[:answered])
+    refusal = answers[answered]
+    assert refusal["success"] is False and "MAX_BATCH_ANSWER (8388608 bytes)" in refusal["error"]
+    assert refusal["data"] == {"max_batch_answer": 8388608}
+    assert all(answer == refusal for answer in answers[answered:])
+
+    assert rss_mib(pid) - before < 150, "the batch grew the worker by hundreds of MiB"
+    assert worker_pid(one_worker) == pid  # not killed, not restarted
+    assert requests.get(f"{one_worker.url}/readyz", timeout=10).status_code == 200
+    one_worker.rpc("whoami", admin, expect=200)
+
+
+@pytest.fixture(scope="module")
+def small_answers(new_database_url, tmp_path_factory) -> Iterator[Server]:
+    """A server whose batches may answer 6,000 bytes."""
+    running = Server(new_database_url(), tmp_path_factory.mktemp("small"), workers=1,
+                     MAX_BATCH_ANSWER="6000")  # fmt: skip
+    yield running.start()
+    running.stop()
+
+
+def test_a_run_of_creates_past_the_limit_stores_exactly_what_it_answered(
+    small_answers: Server,
+) -> None:
+    admin = small_answers.login()
+    name, reporter = new_user(small_answers, admin)
+    commands = [{"action": "create", "description": f"run {n}"} for n in range(30)]
+    answers = batch(small_answers, commands, reporter)
+    created = statuses(answers).index(413)
+    assert 1 <= created < 30 and statuses(answers) == [201] * created + [413] * (30 - created)
+    assert "MAX_BATCH_ANSWER (6000 bytes)" in answers[created]["error"]
+    check_stored(
+        small_answers, reporter, list(zip(commands[:created], answers[:created], strict=True)), name
+    )
+
+
+def test_the_command_that_passes_the_limit_is_undone(small_answers: Server) -> None:
+    """An update whose answer would pass the limit changes nothing; neither does anything
+    after it, a JSON-RPC request included (-32013, the envelope in data)."""
+    admin = small_answers.login()
+    _, reporter = new_user(small_answers, admin)
+    incident = small_answers.rpc("create", reporter, expect=201, description="as it was")["data"]
+    long_text = "y" * 5000  # its answer alone fits; after two creates' answers it does not
+    answers = batch(
+        small_answers,
+        [
+            {"action": "create", "token": reporter, "description": "fits 1"},
+            {"action": "create", "token": reporter, "description": "fits 2"},
+            {"action": "update", "token": admin, "id": incident["id"], "description": long_text},
+            {"action": "update", "token": admin, "id": incident["id"], "severity": "low"},
+            {"jsonrpc": "2.0", "method": "whoami", "params": {"token": admin}, "id": 7},
+            {"action": "create", "token": reporter, "description": "not run"},
+        ],
+    )
+    assert statuses(answers[:4]) == [201, 201, 413, 413] and statuses(answers[5:]) == [413]
+    assert answers[4]["id"] == 7 and answers[4]["error"]["code"] == -32013
+    assert answers[4]["error"]["data"] == answers[2]
+    assert small_answers.rpc("get", admin, expect=200, id=incident["id"])["data"] == incident
+    mine = small_answers.rpc("get_all", reporter, expect=200)["data"]["incidents"]
+    assert sorted(i["description"] for i in mine) == ["as it was", "fits 1", "fits 2"]
+    # the limit is per batch: a single command, or the next batch, is not affected
+    page = small_answers.rpc("get_all", admin, expect=200, limit=1000)["data"]["incidents"]
+    assert len(json.dumps(page)) > 6000
+    update = {"action": "update", "id": incident["id"], "description": long_text}
+    assert statuses(batch(small_answers, [update], admin)) == [200]
+
+
+@pytest.fixture(scope="module")
+def small_answers_pg(postgres, tmp_path_factory) -> Iterator[Server]:
+    running = Server(postgres.create(), tmp_path_factory.mktemp("small-pg"), workers=1,
+                     MAX_BATCH_ANSWER="6000", HTTP_CONCURRENCY="128")  # fmt: skip
+    yield running.start()
+    running.stop()
+
+
+@pytest.mark.postgres
+def test_the_answer_limit_is_not_applied_to_a_group_commit(small_answers_pg: Server) -> None:
+    """A group commit runs separate requests together; each has an answer of its own."""
+    admin = small_answers_pg.login()
+    name, reporter = new_user(small_answers_pg, admin)
+    commands = [{"action": "create", "description": f"{n} " + "g" * 2000} for n in range(8)]
+    answers = grouped(small_answers_pg, reporter, commands)
+    check_stored(small_answers_pg, reporter, list(zip(commands, answers, strict=True)), name)
+    assert len(transactions(small_answers_pg, [a["data"]["id"] for a in answers])) == 1

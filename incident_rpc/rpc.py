@@ -23,6 +23,7 @@ from marshmallow import Schema, ValidationError
 from . import database, jsonio, replay
 from .auth import Caller, authenticate
 from .errors import (
+    AnswerTooLarge,
     BadRequest,
     Forbidden,
     InvalidJSON,
@@ -90,12 +91,33 @@ ACTIONS: dict[str, Action] = {}
 @dataclass
 class Batch:
     """What the commands of one batch (or group, grouping.py) share: the tokens already
-    checked (until a command that `revokes` succeeds), and the answer that the database
-    is gone, once one command found it so: the rest get it at once rather than one
-    connection timeout each."""
+    checked (until a command that `revokes` succeeds); the bytes its answers may still
+    take (a batch's, MAX_BATCH_ANSWER; a group's commands each have an answer of their
+    own, so none); and the answer that every later command gets at once: the database
+    is gone (rather than one connection timeout each), or the answers are at their bound."""
 
     callers: dict[str, Caller] = field(default_factory=dict)
-    database_gone: dict[str, Any] | None = None
+    answer_limit: int | None = None
+    answered: int = 0  # bytes of the answers so far
+    refusal: dict[str, Any] | None = None
+
+    def spend(self, answers: list[Any]) -> None:
+        """Count successful answers against the limit, before their commands commit.
+
+        Raises AnswerTooLarge (413) when they would pass it: their commands are undone,
+        and when it is one command, the rest of the batch gets the same answer without
+        running, so what the batch did is the commands before the first 413. (Several,
+        from one `many` call, then run one by one to find where that is.)
+        """
+        if self.answer_limit is None:
+            return
+        size = sum(len(jsonio.encode(answer)) for answer in answers)
+        if self.answered + size > self.answer_limit:
+            error = AnswerTooLarge(self.answer_limit)
+            if len(answers) == 1:
+                self.refusal = to_envelope(error)
+            raise error
+        self.answered += size
 
 
 def action(
@@ -218,11 +240,15 @@ def _run(
         claim = replay.claim(call.ctx.caller, call.request_id, call.spec.name, call.params)
         if claim.earlier:
             db.session.rollback()
+            if batch is not None:
+                batch.spend([claim.earlier])
             return claim.earlier
     handler = (call.ctx.legacy and call.spec.legacy_handler) or call.spec.handler
     answer = _answer(call, handler(call.ctx, call.values))
     if isinstance(answer, Response):
         return answer
+    if batch is not None:
+        batch.spend([answer])
     if claim:
         claim.remember(answer)
     if not call.spec.reads_only:  # (a read's session is closed at teardown)
@@ -234,8 +260,8 @@ def _run(
 
 def _guarded(step: Callable[[], Any], legacy: bool = False, batch: Batch | None = None) -> Any:
     """The one place where an exception becomes an envelope: `step()`, or its failure."""
-    if batch is not None and batch.database_gone is not None:
-        return batch.database_gone
+    if batch is not None and batch.refusal is not None:
+        return batch.refusal
     try:
         return step()
     except Exception as exc:
@@ -245,7 +271,7 @@ def _guarded(step: Callable[[], Any], legacy: bool = False, batch: Batch | None 
             log.warning("rollback failed: %s", type(exc).__name__)
         answer = to_envelope(exc, legacy=legacy)
         if batch is not None and database_gone(exc):
-            batch.database_gone = answer
+            batch.refusal = answer
         return answer
 
 
@@ -283,7 +309,7 @@ def execute_many(commands: list[Any], header_token: str | None, batch: Batch) ->
     ready = [(n, call) for n, call in enumerate(answers) if isinstance(call, Call)]
     if not ready:
         return answers
-    done = _guarded(lambda: _run_many([call for _, call in ready]), batch=batch)
+    done = _guarded(lambda: _run_many([call for _, call in ready], batch), batch=batch)
     if not isinstance(done, list):
         done = [execute(commands[n], None, header_token, batch) for n, _ in ready]
     for (n, _), answer in zip(ready, done, strict=True):
@@ -291,11 +317,12 @@ def execute_many(commands: list[Any], header_token: str | None, batch: Batch) ->
     return answers
 
 
-def _run_many(calls: list[Call]) -> list[Any]:
+def _run_many(calls: list[Call], batch: Batch) -> list[Any]:
     many = calls[0].spec.many
     assert many is not None
     results = many([(call.ctx, call.values) for call in calls])
     answers = [_answer(call, result) for call, result in zip(calls, results, strict=True)]
+    batch.spend(answers)
     db.session.commit()
     return answers
 
