@@ -14,7 +14,7 @@ is endpoint.py.
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -22,8 +22,8 @@ from marshmallow import Schema, ValidationError
 
 from . import database, jsonio, replay
 from .auth import Caller, authenticate
+from .batch import Batch
 from .errors import (
-    AnswerTooLarge,
     BadRequest,
     Forbidden,
     InvalidJSON,
@@ -86,38 +86,6 @@ class Action:
 
 
 ACTIONS: dict[str, Action] = {}
-
-
-@dataclass
-class Batch:
-    """What the commands of one batch (or group, grouping.py) share: the tokens already
-    checked (until a command that `revokes` succeeds); the bytes its answers may still
-    take (a batch's, MAX_BATCH_ANSWER; a group's commands each have an answer of their
-    own, so none); and the answer that every later command gets at once: the database
-    is gone (rather than one connection timeout each), or the answers are at their bound."""
-
-    callers: dict[str, Caller] = field(default_factory=dict)
-    answer_limit: int | None = None
-    answered: int = 0  # bytes of the answers so far
-    refusal: dict[str, Any] | None = None
-
-    def spend(self, answers: list[Any]) -> None:
-        """Count successful answers against the limit, before their commands commit.
-
-        Raises AnswerTooLarge (413) when they would pass it: their commands are undone,
-        and when it is one command, the rest of the batch gets the same answer without
-        running, so what the batch did is the commands before the first 413. (Several,
-        from one `many` call, then run one by one to find where that is.)
-        """
-        if self.answer_limit is None:
-            return
-        size = sum(len(jsonio.encode(answer)) for answer in answers)
-        if self.answered + size > self.answer_limit:
-            error = AnswerTooLarge(self.answer_limit)
-            if len(answers) == 1:
-                self.refusal = to_envelope(error)
-            raise error
-        self.answered += size
 
 
 def action(
