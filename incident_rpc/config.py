@@ -42,6 +42,10 @@ class Config:
     ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
     MAX_BATCH = _int("MAX_BATCH", 1000)  # commands in one batch posted to /rpc
+    # Bytes of JSON that the answers of one batch may add up to (rpc.Batch.spend): a
+    # batch of 1,000 creates of a full 1 MiB body answers under 2 MiB; 100 pages of
+    # 1,000 incidents would be hundreds of MiB in a worker's memory.
+    MAX_BATCH_ANSWER = _int("MAX_BATCH_ANSWER", 8 * 1024 * 1024)
     # Incidents one resolve_many/update_many may touch; at most 65,536 (one event each,
     # and event ids number at most that many per transaction: events.ID_SHIFT).
     MAX_BULK = _int("MAX_BULK", 10000)
@@ -71,6 +75,8 @@ class ConfigError(RuntimeError):
 def check_limits(config: dict) -> None:
     if not 1 <= config["MAX_BULK"] <= 65536:
         raise ConfigError("MAX_BULK must be between 1 and 65536")
+    if config["MAX_BATCH_ANSWER"] < 1:
+        raise ConfigError("MAX_BATCH_ANSWER must be a positive number of bytes")
 
 
 def resolve_secret_key(config: dict) -> None:

@@ -93,6 +93,18 @@ class PayloadTooLarge(RpcError):
     status, message = 413, "request body too large"
 
 
+class AnswerTooLarge(PayloadTooLarge):
+    """A batch's answers would pass MAX_BATCH_ANSWER: this command (undone) and the rest
+    of the batch are not run."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the batch's answers would pass MAX_BATCH_ANSWER ({limit} bytes), so this command"
+            " and the rest of the batch were not run; send them in another batch",
+            {"max_batch_answer": limit},
+        )
+
+
 class TooManyRequests(RpcError):
     status, message = 429, "too many requests"
 

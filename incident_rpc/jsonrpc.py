@@ -51,6 +51,24 @@ def speaks_jsonrpc(item: Any) -> bool:
     return isinstance(item, dict) and "jsonrpc" in item
 
 
+def in_batch(items: list[Any], whole_body: bool) -> list[bool]:
+    """Which elements of a batch are answered in JSON-RPC.
+
+    All of them when the Content-Type says JSON-RPC (`whole_body`); none in a batch
+    without a JSON-RPC request, which stays native. In a batch with one, every element
+    but a native command (an object with an `action` and no `jsonrpc`): its sender
+    speaks JSON-RPC, so `{"foo": "boo"}` or `1` is an Invalid Request to it, as in the
+    specification's own batch example, not a native 400.
+    """
+    if whole_body or not any(map(speaks_jsonrpc, items)):
+        return [whole_body] * len(items)
+    return [speaks_jsonrpc(item) or not _native(item) for item in items]
+
+
+def _native(item: Any) -> bool:
+    return isinstance(item, dict) and "action" in item
+
+
 def error(code: int, request_id: Any = None, data: Any = None, message: str = "") -> dict:
     body: dict[str, Any] = {"code": code, "message": message or MESSAGES.get(code, "Server error")}
     if data is not None:

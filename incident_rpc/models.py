@@ -29,6 +29,9 @@ from .extensions import db
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 JsonDoc = JSON().with_variant(JSONB(), "postgresql")
+# A document that may be absent: None is SQL NULL, whether the column was left out of an
+# INSERT or given as None (every row of a multi-row INSERT names it), never JSON `null`.
+OptionalJsonDoc = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 def utcnow() -> datetime:
@@ -135,7 +138,7 @@ class Incident(db.Model):
     status: Mapped[str] = mapped_column(String(16), default=Status.new)
     severity: Mapped[str] = mapped_column(String(16), default=Severity.medium)
     source: Mapped[str] = mapped_column(String(16), default=Source.unknown)
-    details: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    details: Mapped[dict[str, Any] | None] = mapped_column(OptionalJsonDoc)
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

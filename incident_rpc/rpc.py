@@ -2,8 +2,10 @@
 
 An action is declared once with `@action(...)`: its name, parameter schema, the
 role it needs, its output schema, whether it changes anything (then it takes a
-`request_id`, see replay.py) and, optionally, the legacy dialect's versions of
-each, and a `many` handler for consecutive commands of a batch. `execute` (and
+`request_id`, see replay.py), whether it may revoke credentials or change what a
+user may do (then a batch checks its tokens again after it) and, optionally, the
+legacy dialect's versions of each, and a `many` handler for consecutive commands
+of a batch. `execute` (and
 `execute_many` for such runs) owns everything around a handler: lookup,
 authentication, validation, the transaction, and `_guarded`, the one place where
 an exception becomes an envelope. The /rpc route, with its batches and JSON-RPC,
@@ -12,7 +14,7 @@ is endpoint.py.
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
@@ -20,6 +22,7 @@ from marshmallow import Schema, ValidationError
 
 from . import database, jsonio, replay
 from .auth import Caller, authenticate
+from .batch import Batch
 from .errors import (
     BadRequest,
     Forbidden,
@@ -77,19 +80,12 @@ class Action:
     enabled_by: str | None = None  # a setting that switches the action on; off: unknown
     many: ManyHandler | None = None  # consecutive commands of a batch in one call
     reads_only: bool = False  # True: it only reads (database.use_reads_session)
+    # True: it may revoke a credential or change a user's rights (logout, key_revoke,
+    # user_update, ...): a batch forgets the callers it has checked once it succeeds.
+    revokes: bool = False
 
 
 ACTIONS: dict[str, Action] = {}
-
-
-@dataclass
-class Batch:
-    """What the commands of one batch (or group, grouping.py) share: the tokens already
-    checked, and the answer that the database is gone, once one command found it so:
-    the rest get it at once rather than one connection timeout each."""
-
-    callers: dict[str, Caller] = field(default_factory=dict)
-    database_gone: dict[str, Any] | None = None
 
 
 def action(
@@ -106,6 +102,7 @@ def action(
     enabled_by: str | None = None,
     many: ManyHandler | None = None,
     reads_only: bool = False,
+    revokes: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under `name`; see the module docstring."""
 
@@ -115,6 +112,7 @@ def action(
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
             legacy_params, legacy_output, legacy_handler, changes, enabled_by, many, reads_only,
+            revokes,
         )  # fmt: skip
         return handler
 
@@ -137,7 +135,8 @@ def _first_message(messages: Any) -> str:
 
 
 def _caller(token: Any, batch: Batch | None) -> Caller:
-    """Authenticate once per distinct token within one batch (a batch repeats them)."""
+    """Authenticate once per distinct token within one batch (a batch repeats them), or
+    again after a command that `revokes` (so that a revoked token fails at once)."""
     if batch is None or not isinstance(token, str):
         return authenticate(token)
     if token not in batch.callers:
@@ -209,22 +208,28 @@ def _run(
         claim = replay.claim(call.ctx.caller, call.request_id, call.spec.name, call.params)
         if claim.earlier:
             db.session.rollback()
+            if batch is not None:
+                batch.spend([claim.earlier])
             return claim.earlier
     handler = (call.ctx.legacy and call.spec.legacy_handler) or call.spec.handler
     answer = _answer(call, handler(call.ctx, call.values))
     if isinstance(answer, Response):
         return answer
+    if batch is not None:
+        batch.spend([answer])
     if claim:
         claim.remember(answer)
     if not call.spec.reads_only:  # (a read's session is closed at teardown)
         db.session.commit()  # in a batch: the command's savepoint (endpoint.py)
+    if call.spec.revokes and batch is not None:  # the next command sees what it changed
+        batch.callers.clear()
     return answer
 
 
 def _guarded(step: Callable[[], Any], legacy: bool = False, batch: Batch | None = None) -> Any:
     """The one place where an exception becomes an envelope: `step()`, or its failure."""
-    if batch is not None and batch.database_gone is not None:
-        return batch.database_gone
+    if batch is not None and batch.refusal is not None:
+        return batch.refusal
     try:
         return step()
     except Exception as exc:
@@ -234,7 +239,7 @@ def _guarded(step: Callable[[], Any], legacy: bool = False, batch: Batch | None 
             log.warning("rollback failed: %s", type(exc).__name__)
         answer = to_envelope(exc, legacy=legacy)
         if batch is not None and database_gone(exc):
-            batch.database_gone = answer
+            batch.refusal = answer
         return answer
 
 
@@ -272,7 +277,7 @@ def execute_many(commands: list[Any], header_token: str | None, batch: Batch) ->
     ready = [(n, call) for n, call in enumerate(answers) if isinstance(call, Call)]
     if not ready:
         return answers
-    done = _guarded(lambda: _run_many([call for _, call in ready]), batch=batch)
+    done = _guarded(lambda: _run_many([call for _, call in ready], batch), batch=batch)
     if not isinstance(done, list):
         done = [execute(commands[n], None, header_token, batch) for n, _ in ready]
     for (n, _), answer in zip(ready, done, strict=True):
@@ -280,11 +285,12 @@ def execute_many(commands: list[Any], header_token: str | None, batch: Batch) ->
     return answers
 
 
-def _run_many(calls: list[Call]) -> list[Any]:
+def _run_many(calls: list[Call], batch: Batch) -> list[Any]:
     many = calls[0].spec.many
     assert many is not None
     results = many([(call.ctx, call.values) for call in calls])
     answers = [_answer(call, result) for call, result in zip(calls, results, strict=True)]
+    batch.spend(answers)
     db.session.commit()
     return answers
 

@@ -39,7 +39,7 @@ def key_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"keys": list(db.session.scalars(select(ApiKey).order_by(ApiKey.id)))}
 
 
-@action("key_revoke", params=KeyIdParams(), role=Role.admin, output=key_out)
+@action("key_revoke", params=KeyIdParams(), role=Role.admin, output=key_out, revokes=True)
 def key_revoke(ctx: Context, params: dict[str, Any]) -> ApiKey:
     """The key fails from the next request on; revoking it again changes nothing."""
     row = db.session.get(ApiKey, params["id"])

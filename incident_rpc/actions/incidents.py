@@ -74,17 +74,33 @@ def page_query(filters: tuple[tuple[str, bool], ...], owner: bool, after: bool) 
     return query.order_by(*NEWEST_FIRST).limit(bindparam("limit"))
 
 
+# The times of a new row: set per row, all to the same moment.
+_NOW = ("created_at", "updated_at", "last_seen_at")
+# Every column of a new row but its id, with the value it takes when a create leaves it
+# out. A multi-row INSERT (a batch's run of creates, a group commit) takes its columns
+# from its first row and silently drops the keys that only later rows carry, so every
+# row names every column. Read from the table, so that a column added later is not left
+# out; a callable default other than the times would have to be set per row here.
+_NEW_ROW = {
+    column.name: column.default.arg if column.default is not None else None
+    for column in INCIDENTS.c
+    if not column.primary_key and column.name not in _NOW
+}
+assert all(not callable(value) for value in _NEW_ROW.values()), "set it per row in new_values"
+
+
 def new_values(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    """The columns of a new incident (the table's defaults fill in the rest)."""
+    """Every column of a new incident but its id: the command's values, else the defaults."""
     now = utcnow()
-    values = {"status": Status.new, "created_by": ctx.actor, "created_at": now,
-              "updated_at": now, "last_seen_at": now}  # fmt: skip
+    values = {**_NEW_ROW, "created_by": ctx.actor, "created_at": now, "updated_at": now,
+              "last_seen_at": now}  # fmt: skip
     values.update(params)  # `created_at` from `date`, when given
     return values
 
 
 def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
-    """Creates that a batch sends one after another: their incidents go in one INSERT."""
+    """Creates that a batch sends one after another: their incidents go in one INSERT
+    (its rows all name the same columns: new_values)."""
     if any("dedup_key" in params for _, params in calls):
         return [create(ctx, params) for ctx, params in calls]
     values = [new_values(ctx, params) for ctx, params in calls]

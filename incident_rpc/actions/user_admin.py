@@ -23,7 +23,9 @@ def user_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     return {"users": list(db.session.scalars(select(User).order_by(User.username)))}
 
 
-@action("user_update", params=UserUpdateParams(), role=Role.admin, output=user_out)
+@action(
+    "user_update", params=UserUpdateParams(), role=Role.admin, output=user_out, revokes=True
+)  # fmt: skip
 def user_update(ctx: Context, params: dict[str, Any]) -> User:
     """Change role, disable or enable, reset the password.
 

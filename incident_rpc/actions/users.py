@@ -83,14 +83,17 @@ def whoami(ctx: Context, params: dict[str, Any]) -> Any:
     return ctx.caller
 
 
-@action("logout", params=NoParams(), role=Role.reporter)
+@action("logout", params=NoParams(), role=Role.reporter, revokes=True)
 def logout(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """End every session of the caller, on every device."""
     end_sessions(session_user(ctx).id)
     return {}
 
 
-@action("password_change", params=PasswordChangeParams(), role=Role.reporter, output=token_out)
+@action(
+    "password_change", params=PasswordChangeParams(), role=Role.reporter, output=token_out,
+    revokes=True,
+)  # fmt: skip
 def password_change(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Set a new password; every older token stops working, and the answer is a fresh one."""
     user = session_user(ctx)
