@@ -5,6 +5,7 @@ stored faithfully and read back identically. A real gunicorn over HTTP and real
 WebSocket clients; the parser's own rules are a table run in-process.
 """
 
+import base64
 import json
 import struct
 import uuid
@@ -326,3 +327,115 @@ def test_the_parser_refuses_what_cannot_be_kept(raw: bytes, words: str) -> None:
     with pytest.raises(InvalidJSON) as refused:
         jsonio.parse(raw)
     assert words in refused.value.message and refused.value.status == 400
+
+
+# -- NUL: refused in every text, documents included, on both databases alike ----------
+
+NUL_MESSAGE = "Must not contain NUL characters (\\u0000)."
+NUL_CASES = [
+    (NATIVE, {"action": "create", "description": "x", "details": {"a": "nul\u0000"}}, "details"),
+    (NATIVE, {"action": "create", "description": "x", "details": {"nul\u0000": 1}}, "details"),
+    (NATIVE, {"action": "create", "description": "x", "details": {"a": [{"b": ["\u0000"]}]}},
+     "details"),
+    (NATIVE, {"action": "update", "id": "$ID", "details": {"a": "\u0000"}}, "details"),
+    (NATIVE, {"action": "update_many", "ids": ["$ID"], "details": {"\u0000": None}}, "details"),
+    (NATIVE, {"action": "create", "description": "x", "dedup_key": "a\u0000"}, "dedup_key"),
+    (NATIVE, {"action": "create", "description": "x", "request_id": "a\u0000"}, "request_id"),
+    (NATIVE, {"action": "get_all", "created_by": "a\u0000"}, "created_by"),
+    (JSONRPC, {"jsonrpc": "2.0", "id": 7, "method": "create",
+               "params": {"description": "x", "details": {"a": "\u0000"}}}, "details"),
+]  # fmt: skip
+
+
+def with_ids(value: Any, incident_id: int) -> Any:
+    if value == "$ID":
+        return incident_id
+    if isinstance(value, dict):
+        return {key: with_ids(item, incident_id) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_ids(item, incident_id) for item in value]
+    return value
+
+
+@pytest.mark.parametrize("dialect, body, field", NUL_CASES)
+def test_nul_is_a_400_naming_the_field(
+    server: Server, token: str, incident_id: int, dialect: str, body: dict, field: str
+) -> None:
+    body = with_ids(body, incident_id)
+    (body["params"] if dialect == JSONRPC else body)["token"] = token
+    response = post(server, "/rpc", json.dumps(body))
+    status, _ = refusal(response, dialect)
+    assert status == (-32602 if dialect == JSONRPC else 400)
+    envelope = response.json()["error"]["data"] if dialect == JSONRPC else response.json()
+    assert envelope["status"] == 400 and field in envelope["data"]["errors"], envelope
+    if field == "details":
+        assert envelope["data"]["errors"]["details"] == [NUL_MESSAGE]
+
+
+def test_legacy_create_with_nul_keeps_its_sentence(server: Server, token: str) -> None:
+    body = json.dumps({"token": token, "incident": "nul\u0000", "source": "operator"})
+    answer = post(server, "/incidents/create/", body)
+    assert refusal(answer, LEGACY) == (400, "Incident is required")
+
+
+# -- cursors: forged ones are a 400, the calendar's ends are pages like any other ------
+
+
+def cursor(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+BAD_CURSORS = {
+    "year-10000-in-utc": cursor(["9999-12-31T23:59:59-14:00", 1]),
+    "year-0-in-utc": cursor(["0001-01-01T00:00:00+14:00", 1]),
+    "nested-200k-deep": cursor("[" * 200_000 + "]" * 200_000),
+    "objects-100k-deep": cursor('{"a": ' * 100_000 + "1" + "}" * 100_000),
+    "id-true": cursor(["2026-01-01T00:00:00+00:00", True]),
+    "id-past-63-bits": cursor(["2026-01-01T00:00:00+00:00", 2**63]),
+    "no-offset": cursor(["2026-01-01T00:00:00", 1]),  # not one that we issue
+    "id-infinity": cursor('["2026-01-01T00:00:00+00:00", 1e400]'),
+    "three-items": cursor('["2026-01-01T00:00:00+00:00", 1, "x"]'),
+    "repeated-key": cursor('{"2026-01-01T00:00:00+00:00": 1, "2026-01-01T00:00:00+00:00": 2}'),
+    "not-base64": "not base64 at all!",
+    "not-ascii": "é",
+}
+
+
+@pytest.mark.parametrize("dialect", [NATIVE, JSONRPC])
+@pytest.mark.parametrize("name", BAD_CURSORS)
+def test_forged_cursors_are_a_400_naming_it(server: Server, token: str, dialect, name) -> None:
+    params = {"token": token, "cursor": BAD_CURSORS[name]}
+    body = {"action": "get_all", **params}
+    if dialect == JSONRPC:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "get_all", "params": params}
+    response = post(server, "/rpc", json.dumps(body))
+    status, _ = refusal(response, dialect)
+    assert status == (-32602 if dialect == JSONRPC else 400)
+    envelope = response.json()["error"]["data"] if dialect == JSONRPC else response.json()
+    assert envelope["data"]["errors"] == {"cursor": ["Not a cursor this service issued."]}
+
+
+def test_the_ends_of_the_calendar_are_stored_and_paged(server: Server, token: str) -> None:
+    """The first and last moments a timestamp can hold: created, read back, and paged
+    through with the cursor of each, on either database."""
+    owner = unique("calendar")
+    name = owner[:60]
+    server.rpc("user_create", token, expect=201, username=name, password="long enough password",
+               role="reporter")  # fmt: skip
+    reporter = server.login(name, "long enough password")
+    ends = ["9999-12-31T23:59:59.999999+00:00", "0001-01-01T00:00:00+00:00"]
+    created = [server.rpc("create", reporter, expect=201, description=owner, date=moment)["data"]
+               for moment in ends]  # fmt: skip
+    assert [incident["created_at"] for incident in created] == ends
+    pages, next_cursor = [], None
+    while True:
+        params = {"limit": 1} | ({"cursor": next_cursor} if next_cursor else {})
+        page = server.rpc("get_all", reporter, expect=200, **params)["data"]
+        pages.extend(page["incidents"])
+        next_cursor = page["next_cursor"]
+        if next_cursor is None:
+            break
+    assert pages == created  # newest first: year 9999, then year 1
+    last = cursor([ends[1], created[1]["id"]])
+    assert server.rpc("get_all", reporter, expect=200, cursor=last)["data"]["incidents"] == []
