@@ -16,6 +16,7 @@ import pytest
 import requests
 import sqlalchemy
 import websocket
+from itsdangerous import URLSafeTimedSerializer
 
 from conftest import Server
 from incident_rpc import jsonio
@@ -439,3 +440,56 @@ def test_the_ends_of_the_calendar_are_stored_and_paged(server: Server, token: st
     assert pages == created  # newest first: year 9999, then year 1
     last = cursor([ends[1], created[1]["id"]])
     assert server.rpc("get_all", reporter, expect=200, cursor=last)["data"]["incidents"] == []
+
+
+# -- tokens whose claims are not what we sign ------------------------------------------
+
+
+def sign(server: Server, claims: dict[str, Any]) -> str:
+    """A token signed exactly as the server signs, with its SECRET_KEY (conftest's)."""
+    return URLSafeTimedSerializer(server.env["SECRET_KEY"], salt="incident-rpc-token").dumps(claims)
+
+
+def epoch_of_user_one(server: Server) -> int:
+    """The first user's (the administrator's) session epoch, read from its database."""
+    engine = sqlalchemy.create_engine(server.database_url, poolclass=sqlalchemy.NullPool)
+    with engine.connect() as connection:
+        query = sqlalchemy.text("SELECT session_epoch FROM users WHERE id = 1")
+        epoch = connection.execute(query).scalar_one()
+    engine.dispose()
+    return epoch
+
+
+FORGED_CLAIMS = {
+    "user-id-true": lambda epoch: {"u": True, "e": epoch},  # True == 1: the administrator
+    "epoch-boolean": lambda epoch: {"u": 1, "e": bool(epoch)} if epoch in (0, 1) else None,
+    "user-id-past-64-bits": lambda epoch: {"u": 2**70, "e": epoch},
+    "user-id-zero": lambda epoch: {"u": 0, "e": epoch},
+    "epoch-float": lambda epoch: {"u": 1, "e": float(epoch)},
+    "epoch-missing": lambda epoch: {"u": 1},
+}
+
+
+@pytest.fixture(params=sorted(FORGED_CLAIMS))
+def forged(request: pytest.FixtureRequest, server: Server) -> str:
+    claims = FORGED_CLAIMS[request.param](epoch_of_user_one(server))
+    if claims is None:
+        pytest.skip("the administrator's epoch is neither 0 nor 1")
+    return sign(server, claims)
+
+
+def test_forged_claims_are_refused_in_every_dialect(server: Server, forged: str) -> None:
+    native = post(server, "/rpc", json.dumps({"action": "whoami", "token": forged}))
+    assert refusal(native, NATIVE) == (401, "Invalid token")
+    legacy = post(server, "/incidents/get_all/", json.dumps({"token": forged}))
+    assert refusal(legacy, LEGACY) == (401, "Invalid token")
+    call = {"jsonrpc": "2.0", "id": 1, "method": "whoami", "params": {"token": forged}}
+    assert refusal(post(server, "/rpc", json.dumps(call)), JSONRPC) == (-32001, "Invalid token")
+    intake = post(server, "/integrations/alertmanager", notification([]), forged)
+    assert refusal(intake, ALERTMANAGER) == (401, "Invalid token")
+    assert close_of(connect(server, f"?token={forged}")) == (1008, "Invalid token")
+
+
+def test_a_well_formed_token_of_user_one_still_works(server: Server) -> None:
+    token = sign(server, {"u": 1, "e": epoch_of_user_one(server)})
+    assert server.rpc("whoami", token, expect=200)["data"]["username"] == "admin"
