@@ -493,3 +493,93 @@ def test_forged_claims_are_refused_in_every_dialect(server: Server, forged: str)
 def test_a_well_formed_token_of_user_one_still_works(server: Server) -> None:
     token = sign(server, {"u": 1, "e": epoch_of_user_one(server)})
     assert server.rpc("whoami", token, expect=200)["data"]["username"] == "admin"
+
+
+# -- Alertmanager: a poison alert neither holds back the others nor comes back ---------
+
+
+def alert(fingerprint: str, **changes: Any) -> dict[str, Any]:
+    return {
+        "status": "firing", "fingerprint": fingerprint,
+        "labels": {"alertname": "ScooterDown", "severity": "high", "zone": "b"},
+        "annotations": {"summary": f"summary of {fingerprint}"},
+        "startsAt": "2026-11-23T02:19:44.000Z", "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus.example/graph?g0.expr=up", **changes,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def agent(server: Server, token: str) -> str:
+    """An agent's API key: the webhook resolves, so it needs the agent role."""
+    name = unique("bad-input-am")[:40]
+    return server.rpc("key_create", token, expect=201, name=name, role="agent")["data"]["key"]
+
+
+NUL, CLEAN = "a\u0000b", "a\ufffdb"
+URL = "http://prometheus.example/graph?g0.expr="
+
+
+def test_alertmanager_stores_an_alert_with_nul_in_its_url(server: Server, agent: str) -> None:
+    """A NUL in generatorURL (PostgreSQL cannot store it) made the whole notification a
+    500 that Alertmanager resent forever; the alert is stored with U+FFFD instead."""
+    fingerprints = [unique("good"), unique("poison"), unique("other")]
+    alerts = [alert(fingerprints[0]), alert(fingerprints[1], generatorURL=URL + NUL),
+              alert(fingerprints[2])]  # fmt: skip
+    answer = post(server, "/integrations/alertmanager", notification(alerts), agent)
+    assert answer.status_code == 200, answer.text
+    entries = answer.json()["data"]["alerts"]
+    assert [(e["fingerprint"], e["result"]["status"]) for e in entries] == [
+        (fingerprint, 201) for fingerprint in fingerprints
+    ]
+    stored = server.rpc("get", agent, expect=200, id=entries[1]["result"]["data"]["id"])["data"]
+    assert stored["details"]["generatorURL"] == URL + CLEAN
+
+
+def test_alertmanager_replaces_nul_wherever_it_is(server: Server, agent: str) -> None:
+    """Labels (keys too), annotations and the fingerprint: the same replacement in the
+    firing and the resolved alert, so the one resolves the other."""
+    poison = unique("nul\u0000print")
+    firing = alert(poison, generatorURL=URL + NUL,
+                   labels={"alertname": NUL, f"key{NUL}": NUL, "severity": "critical"},
+                   annotations={"summary": NUL, "description": f"description {NUL}"})  # fmt: skip
+    answer = post(server, "/integrations/alertmanager", notification([firing]), agent)
+    assert answer.status_code == 200, answer.text
+    stored = answer.json()["data"]["alerts"][0]["result"]["data"]
+    assert stored["dedup_key"] == f"alertmanager:{poison.replace(chr(0), chr(0xFFFD))}"
+    assert stored["title"] == CLEAN and stored["description"] == f"description {CLEAN}"
+    assert stored["details"]["generatorURL"] == URL + CLEAN
+    assert stored["details"]["labels"] == {"alertname": CLEAN, f"key{CLEAN}": CLEAN,
+                                           "severity": "critical"}  # fmt: skip
+    assert server.rpc("get", agent, expect=200, id=stored["id"])["data"] == stored
+    again = post(server, "/integrations/alertmanager", notification([firing]), agent)
+    assert again.json()["data"]["alerts"][0]["result"]["data"]["occurrences"] == 2
+    resolved = notification([{**firing, "status": "resolved"}])
+    done = post(server, "/integrations/alertmanager", resolved, agent).json()
+    assert done["data"]["alerts"][0]["result"]["data"]["ids"] == [stored["id"]]
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        {"status": "pending"},
+        {"fingerprint": ""},
+        {"labels": ["not", "a", "map"]},
+        {"labels": {"alertname": 5}},
+        {"startsAt": "yesterday"},
+        {"startsAt": "9999-12-31T23:59:59-14:00"},  # past year 9999 in UTC
+    ],
+)
+def test_alertmanager_refuses_an_invalid_alert_alone(server, agent: str, poison: dict) -> None:
+    """The others are stored; the answer is a 400, which Alertmanager does not resend."""
+    first, second = unique("first"), unique("second")
+    alerts = [alert(first), {**alert(unique("poison")), **poison}, alert(second), 7]
+    answer = post(server, "/integrations/alertmanager", notification(alerts), agent)
+    status, error = refusal(answer, ALERTMANAGER)
+    assert (status, error) == (400, "2 of 4 alerts refused as invalid; the others stored")
+    entries = answer.json()["data"]["alerts"]
+    assert [entry["result"]["status"] for entry in entries] == [201, 400, 201, 400]
+    assert [entry["fingerprint"] for entry in entries] == [first, alerts[1]["fingerprint"],
+                                                          second, None]  # fmt: skip
+    for entry in entries[::2]:
+        stored = server.rpc("get", agent, expect=200, id=entry["result"]["data"]["id"])["data"]
+        assert stored["dedup_key"] == f"alertmanager:{entry['fingerprint']}"
