@@ -4,29 +4,42 @@ Each alert in a notification becomes one ordinary command through `rpc.execute`:
 a firing alert is a `create` with dedup_key "alertmanager:<fingerprint>" (so a
 repeat counts an occurrence of the open incident), a resolved alert a
 `resolve_many` of the open incident with that key. The caller needs the agent
-role, since it resolves. Alertmanager retries a notification that got a 5xx, so
-the answer is a 5xx when any alert could not be stored, else 200 with each
-alert's own envelope.
+role, since it resolves.
+
+Alertmanager resends a notification that got a 5xx, and never one that got a
+4xx, so one poison alert must neither hold the others back nor come back
+forever. A NUL in any of an alert's strings (a label value may hold one; the
+database cannot) becomes U+FFFD, so the alert is stored. An alert that is
+otherwise invalid is refused alone: the others are stored, each alert's own
+envelope is in `data.alerts`, and the answer is a 400, which Alertmanager logs
+and counts as failed, and does not resend. The answer is a 5xx (resend) when any
+alert could not be stored for a reason that may pass, else 200.
 """
 
+import logging
 from typing import Any
 
 from flask import Blueprint, Response
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from .auth import authenticate
-from .errors import Forbidden, InvalidParams, envelope
+from .errors import Forbidden, InvalidParams, envelope, to_envelope
 from .fields import Text, Timestamp
 from .models import Severity, Source, Status
 from .rpc import POST_ONLY, Batch, bearer_token, execute, read_json, respond
 
+log = logging.getLogger("incident_rpc")
 bp = Blueprint("alertmanager", __name__)
 OPEN = [Status.new.value, Status.processing.value, Status.unknown.value]
 SEVERITIES = {severity.value for severity in Severity}
 
 
+def _text(**kwargs: Any) -> Text:
+    return Text(replace_nul=True, **kwargs)
+
+
 def _labels() -> fields.Dict:
-    return fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    return fields.Dict(keys=_text(), values=_text(), load_default=dict)
 
 
 class Alert(Schema):
@@ -38,8 +51,8 @@ class Alert(Schema):
     annotations = _labels()
     starts_at = Timestamp(data_key="startsAt")
     ends_at = Timestamp(data_key="endsAt")
-    generator_url = fields.String(data_key="generatorURL", load_default="")
-    fingerprint = Text(required=True, blank=False, max_length=200)
+    generator_url = _text(data_key="generatorURL", load_default="")
+    fingerprint = _text(required=True, blank=False, max_length=200)
 
 
 class Notification(Schema):
@@ -47,12 +60,14 @@ class Notification(Schema):
         unknown = EXCLUDE
 
     version = fields.String(required=True, validate=validate.Equal("4"))
-    receiver = fields.String(load_default="")
-    external_url = fields.String(data_key="externalURL", load_default="")
-    alerts = fields.List(fields.Nested(Alert), required=True, validate=validate.Length(max=1000))
+    receiver = _text(load_default="")
+    external_url = _text(data_key="externalURL", load_default="")
+    # Each alert is read on its own (`_store`), so that one bad alert costs only itself.
+    alerts = fields.List(fields.Raw(), required=True, validate=validate.Length(max=1000))
 
 
 notification_in = Notification()
+alert_in = Alert()
 
 
 def _command(alert: dict[str, Any], notification: dict[str, Any]) -> dict[str, Any]:
@@ -99,11 +114,26 @@ def webhook() -> Response:
     except ValidationError as error:
         raise InvalidParams(error.messages) from error  # type: ignore[arg-type]
     batch = Batch(callers={token: caller} if token else {})  # one transaction per alert
-    results = []
-    for alert in notification["alerts"]:
-        outcome = execute(_command(alert, notification), None, token, batch)
-        results.append({"fingerprint": alert["fingerprint"], "result": outcome})
+    results = [_store(alert, notification, token, batch) for alert in notification["alerts"]]
     failed = [r["result"]["status"] for r in results if r["result"]["status"] >= 500]
     if failed:
         return respond(envelope(False, max(failed), {"alerts": results}, "retry: not all stored"))
+    refused = sum(r["result"]["status"] == InvalidParams.status for r in results)
+    if refused:
+        sentence = f"{refused} of {len(results)} alerts refused as invalid; the others stored"
+        return respond(envelope(False, InvalidParams.status, {"alerts": results}, sentence))
     return respond(envelope(True, 200, {"alerts": results}))
+
+
+def _store(raw: Any, notification: dict[str, Any], token: str | None, batch: Batch) -> dict:
+    """One alert's entry of the answer: its fingerprint and its own envelope."""
+    try:
+        alert = alert_in.load(raw)
+    except ValidationError as error:
+        fingerprint = raw.get("fingerprint") if isinstance(raw, dict) else None
+        # Alertmanager drops our answer; only this line says which alert was lost.
+        log.warning("alertmanager alert %.80r refused: %s", fingerprint, sorted(error.messages))
+        refusal = to_envelope(InvalidParams(error.messages))  # type: ignore[arg-type]
+        return {"fingerprint": fingerprint, "result": refusal}
+    outcome = execute(_command(alert, notification), None, token, batch)
+    return {"fingerprint": alert["fingerprint"], "result": outcome}

@@ -21,6 +21,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from . import keys, offload
 from .errors import BadCredentials, ExpiredToken, InvalidToken, MissingToken
 from .extensions import db
+from .fields import MAX_ID
 from .models import Role, User
 
 ROLE_RANK = {Role.reporter: 1, Role.agent: 2, Role.admin: 3}
@@ -89,12 +90,24 @@ def authenticate(token: Any) -> Caller:
         raise InvalidToken() from error
     if time.time() - signed_at.timestamp() > current_app.config["TOKEN_TTL"]:
         raise ExpiredToken()
-    if not isinstance(claims, dict) or not isinstance(claims.get("u"), int):
+    if not _well_formed(claims):
         raise InvalidToken()
     row = db.session.execute(_CALLER, {"user_id": claims["u"]}).first()
-    if row is None or row.disabled or row.session_epoch != claims.get("e"):
+    if row is None or row.disabled or row.session_epoch != claims["e"]:
         raise InvalidToken()
     return Caller(row.username, row.role, user_id=claims["u"])
+
+
+def _well_formed(claims: Any) -> bool:
+    """Claims as issue_token writes them. `type(...) is int`, not isinstance: True is an
+    int to Python (and user 1, or epoch 1, to SQLite); a boolean PostgreSQL will not
+    compare with an integer column at all. A user id fits the column."""
+    return (
+        isinstance(claims, dict)
+        and type(claims.get("u")) is int
+        and 0 < claims["u"] <= MAX_ID
+        and type(claims.get("e")) is int
+    )
 
 
 @lru_cache(maxsize=4096)

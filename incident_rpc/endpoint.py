@@ -53,9 +53,9 @@ def rpc_endpoint() -> Response:
     jsonrpc_only = request.mimetype == "application/json-rpc"
     try:
         body = jsonio.parse(raw)
-    except InvalidJSON:
+    except InvalidJSON as error:
         if jsonrpc_only or b'"jsonrpc"' in raw:
-            return _json(jsonrpc.error(jsonrpc.PARSE_ERROR))
+            return _json(jsonrpc.parse_error(error))
         raise
     if isinstance(body, list):
         return _batch(body, bearer_token(), jsonrpc_only)

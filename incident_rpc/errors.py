@@ -42,7 +42,10 @@ class BadRequest(RpcError):
 
 
 class InvalidJSON(BadRequest):
-    message = "Invalid JSON"
+    """Not JSON, or JSON that breaks a rule of jsonio.parse (the message names which);
+    the legacy dialect has one sentence for all of it."""
+
+    message = legacy_message = "Invalid JSON"
 
 
 class InvalidParams(BadRequest):

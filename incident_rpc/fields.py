@@ -1,8 +1,10 @@
 """Marshmallow fields that hold the line against hostile input.
 
-Every string refuses NUL characters (PostgreSQL cannot store them), every id fits
-a signed 64-bit column, every timestamp is aware UTC. Both the native and the
-legacy schemas build on these.
+Every string refuses NUL characters, in free-form documents too (PostgreSQL can
+store them neither in text nor in jsonb; SQLite could, but a request must not
+succeed or fail by the database behind it), every id fits a signed 64-bit column,
+every timestamp is aware UTC. Both the native and the legacy schemas build on
+these. (What no field can take, such as lone surrogates, jsonio.parse refuses.)
 """
 
 import base64
@@ -14,27 +16,45 @@ from typing import Any
 
 from marshmallow import fields, validate
 
-from .jsonio import Raw
+from .errors import InvalidJSON
+from .jsonio import Raw, parse, strings
 
 MAX_ID = 2**63 - 1
 
 
+NUL = "\x00"
+NUL_MESSAGE = "Must not contain NUL characters (\\u0000)."
+REPLACEMENT = "\ufffd"  # U+FFFD, what a decoder puts where a character could not be
+
+
 class Text(fields.String):
-    """A string without NUL characters; `blank=False` also refuses whitespace-only."""
+    """A string without NUL characters; `blank=False` also refuses whitespace-only.
 
-    default_error_messages = {"blank": "Must not be empty."}
+    `replace_nul=True` keeps the string with each NUL replaced by U+FFFD instead, for
+    a sender that would resend what we refuse (alertmanager.py)."""
 
-    def __init__(self, *, max_length: int | None = None, blank: bool = True, **kwargs: Any):
+    default_error_messages = {"blank": "Must not be empty.", "nul": NUL_MESSAGE}
+
+    def __init__(
+        self,
+        *,
+        max_length: int | None = None,
+        blank: bool = True,
+        replace_nul: bool = False,
+        **kwargs: Any,
+    ):
         validators = list(kwargs.pop("validate", []))
         if max_length:
             validators.append(validate.Length(max=max_length))
         super().__init__(validate=validators, **kwargs)
-        self.blank = blank
+        self.blank, self.replace_nul = blank, replace_nul
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if "\x00" in text:
-            raise self.make_error("invalid")
+        if NUL in text:
+            if not self.replace_nul:
+                raise self.make_error("nul")
+            text = text.replace(NUL, REPLACEMENT)
         if not self.blank and not text.strip():
             raise self.make_error("blank")
         return text
@@ -79,13 +99,23 @@ class Timestamp(fields.Field):
 
 
 class Document(fields.Dict):
-    """A JSON object; one that the database hands over as text (`get_all` reads it
-    so) goes into the answer as it is (`jsonio.Raw`), never parsed and encoded again."""
+    """A free-form JSON object (`details`), with no NUL in any key or value at any depth.
+
+    Out, one that the database hands over as text (`get_all` reads it so) goes into
+    the answer as it is (`jsonio.Raw`), never parsed and encoded again."""
+
+    default_error_messages = {"nul": NUL_MESSAGE}
 
     def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> Any:
         if isinstance(value, str):
             return Raw(value)
         return super()._serialize(value, attr, obj, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dict:
+        document = super()._deserialize(value, attr, data, **kwargs)
+        if any(NUL in text for text in strings(document)):
+            raise self.make_error("nul")
+        return document
 
 
 class Cursor(fields.Field):
@@ -100,12 +130,14 @@ class Cursor(fields.Field):
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any):
-        try:
+        try:  # a forged cursor is hostile input like any other: parsed by the same rules
             padded = value + "=" * (-len(value) % 4)
-            created, row_id = json.loads(base64.urlsafe_b64decode(padded))
-            position = (datetime.fromisoformat(created), row_id)
-        except (TypeError, ValueError, binascii.Error) as error:
+            created, row_id = parse(base64.urlsafe_b64decode(padded))
+            moment = datetime.fromisoformat(created)
+            moment = moment.astimezone(UTC) if moment.tzinfo else None
+        # OverflowError: a time such as 9999-12-31T23:59:59-01:00 is past year 9999 in UTC
+        except (TypeError, ValueError, OverflowError, binascii.Error, InvalidJSON) as error:
             raise self.make_error("invalid") from error
-        if position[0].tzinfo is None or type(row_id) is not int or not 0 < row_id <= MAX_ID:
+        if moment is None or type(row_id) is not int or not 0 < row_id <= MAX_ID:
             raise self.make_error("invalid")
-        return position
+        return moment, row_id

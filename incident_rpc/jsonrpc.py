@@ -14,7 +14,7 @@ from functools import cache
 from typing import Any
 
 from . import openrpc
-from .errors import envelope
+from .errors import InvalidJSON, RpcError, envelope, to_envelope
 from .rpc import ACTIONS, Batch, execute, lookup
 
 PARSE_ERROR = -32700
@@ -74,6 +74,13 @@ def error(code: int, request_id: Any = None, data: Any = None, message: str = ""
     if data is not None:
         body["data"] = data
     return {"jsonrpc": "2.0", "error": body, "id": request_id}
+
+
+def parse_error(refusal: RpcError) -> dict:
+    """The specification's parse error; with our envelope in `data` when it says more
+    than that (a rule of jsonio.parse that valid JSON broke, e.g. a repeated key)."""
+    said_more = refusal.message != InvalidJSON.message
+    return error(PARSE_ERROR, data=to_envelope(refusal) if said_more else None)
 
 
 def _valid_id(value: Any) -> bool:

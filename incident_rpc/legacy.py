@@ -25,7 +25,7 @@ SOURCE_WORDS = ", ".join(s.value for s in Source)
 
 def _all(message: str) -> dict[str, str]:
     """The same sentence for every way a field can be wrong."""
-    keys = ("required", "null", "invalid", "invalid_utf8", "blank", "validator_failed")
+    keys = ("required", "null", "invalid", "invalid_utf8", "blank", "nul", "validator_failed")
     return {key: message for key in keys}
 
 

@@ -317,7 +317,11 @@ POST_ONLY = {"methods": ["POST"], "strict_slashes": False, "provide_automatic_op
 @bp.route("/users/authorization/", defaults={"name": "authorization"}, **POST_ONLY)
 @bp.route("/incidents/<name>/", **POST_ONLY)
 def legacy_endpoint(name: str) -> Response:
-    return respond(execute(read_json(), name, bearer_token()))
+    try:
+        body = read_json()
+    except InvalidJSON as error:  # in this dialect's words (contract 5.1: "Invalid JSON")
+        return respond(to_envelope(error, legacy=True))
+    return respond(execute(body, name, bearer_token()))
 
 
 @bp.app_errorhandler(Exception)

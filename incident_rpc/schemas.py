@@ -32,7 +32,7 @@ class IncidentFields(Params):
     description = Text(blank=False, max_length=10000)
     severity = choice(Severity)
     source = choice(Source)
-    details = fields.Dict(keys=fields.String(), allow_none=True)
+    details = Document(keys=fields.String(), allow_none=True)
 
     @pre_load
     def accept_incident_alias(self, data: Any, **kwargs: Any) -> Any:
