@@ -3,7 +3,7 @@
 gevent workers: each WebSocket subscriber holds its connection for hours, and a
 greenlet per socket costs a few kB where a gthread worker would pin an OS thread
 (two, with simple-websocket's reader) and stop serving HTTP once its threads are
-all taken by sockets. Measurements and the trade-offs: README, "Worker model".
+all taken by sockets. The trade-offs: docs/design/worker-model.md.
 """
 
 import os

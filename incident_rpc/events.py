@@ -20,7 +20,7 @@ visible below an id that a reader has already passed:
 
 After the commit, `fanout.pass_on` hands the written events (`Chunk`s) to this
 worker's subscribers and, through a NOTIFY, to every other listener.
-See the README, "Live change events".
+See docs/design/event-ordering.md and docs/design/fan-out.md.
 """
 
 from dataclasses import dataclass

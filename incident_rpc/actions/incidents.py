@@ -6,7 +6,7 @@ record the event in the same transaction and return the object to dump.
 `create` and `get_all`, the commands sent by the thousand, write and read the
 table's columns (Core statements, rows) rather than mapped objects: the ORM's
 unit of work and identity map would cost more CPU than everything else such a
-command does (README, "Benchmarks").
+command does (docs/benchmarks.md).
 """
 
 from datetime import datetime
