@@ -27,6 +27,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         endpoint,
         fanout,
         health,
+        intake,
         rpc,
         websocket,
     )
@@ -49,6 +50,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=database.MIGRATIONS)
     sock.init_app(app)
+    intake.init_app(app)  # first: a body on its way takes no admission slot
     admission.init_app(app)
     app.register_blueprint(rpc.bp)
     app.register_blueprint(endpoint.bp)

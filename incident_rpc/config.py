@@ -41,6 +41,7 @@ class Config:
     ADMIN_USERNAME = os.environ.get("ADMIN_USERNAME")
     ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
     MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
+    BODY_TIMEOUT = _float("BODY_TIMEOUT", 10)  # seconds for a whole request body, else 408
     MAX_BATCH = _int("MAX_BATCH", 1000)  # commands in one batch posted to /rpc
     # Bytes of JSON that the answers of one batch may add up to (rpc.Batch.spend): a
     # batch of 1,000 creates of a full 1 MiB body answers under 2 MiB; 100 pages of
@@ -58,6 +59,8 @@ class Config:
     LOGIN_MAX_FAILURES_PER_ADDRESS = _int("LOGIN_MAX_FAILURES_PER_ADDRESS", 30)  # 0: off
     PROXY_FIX_X_FOR = _int("PROXY_FIX_X_FOR", 0)  # trusted proxies in front (X-Forwarded-For)
     HTTP_CONCURRENCY = _int("HTTP_CONCURRENCY", 8)  # requests at once per worker (admission.py)
+    # /healthz answers 503 once every slot has been held this long (admission.py); 0: never
+    HEALTH_STALL_TIMEOUT = _float("HEALTH_STALL_TIMEOUT", 30)
     GROUP_COMMIT = _bool("GROUP_COMMIT", True)  # concurrent creates share a commit (grouping.py)
     # Change events (fanout.py, websocket.py); times in seconds.
     EVENTS_PING_INTERVAL = _float("EVENTS_PING_INTERVAL", 25)  # idle sockets; 2 missed: dead

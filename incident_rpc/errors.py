@@ -88,6 +88,10 @@ class MethodNotAllowed(RpcError):
     status, message = 405, "POST required"
 
 
+class RequestTimeout(RpcError):
+    status, message = 408, "the request body took too long to arrive"
+
+
 class Conflict(RpcError):
     status, message = 409, "conflict"
 
