@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg2
 import pytest
 import requests
 
@@ -177,3 +178,53 @@ def test_chunked_bodies_are_measured_whole(edge: Server, edge_token: str, path: 
         edge.url + "/rpc", chunks_of(command + b" " * (LIMIT - len(command)))
     )
     assert (status, envelope["data"]["username"]) == (200, "admin"), envelope
+
+
+# ---------------------------------------------------------------- a saturated worker
+
+
+@pytest.mark.postgres
+def test_healthz_answers_503_while_every_slot_is_stuck(postgres, tmp_path_factory) -> None:
+    """HTTP_CONCURRENCY=1 and its slot held by a create that waits for a lock held
+    here: after HEALTH_STALL_TIMEOUT /healthz answers 503; once the lock goes, the
+    create answers and /healthz is 200 again."""
+    server = Server(
+        postgres.create(), tmp_path_factory.mktemp("instance"), workers=1,
+        HTTP_CONCURRENCY="1", HEALTH_STALL_TIMEOUT="1",
+    ).start()  # fmt: skip
+    lock = psycopg2.connect(server.database_url.replace("+psycopg2", ""))
+    try:
+        token = server.login()
+        assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+        with lock.cursor() as cursor:
+            cursor.execute("LOCK TABLE incidents IN ACCESS EXCLUSIVE MODE")
+        created: dict[str, Any] = {}
+
+        def create() -> None:
+            created["envelope"] = server.rpc("create", token, description="stuck")
+
+        stuck = threading.Thread(target=create, daemon=True)
+        stuck.start()
+        answer = poll_healthz(server, 503)
+        assert answer["error"].startswith("every request slot of this worker has been busy for")
+        lock.rollback()
+        stuck.join(15)
+        assert created["envelope"]["status"] == 201
+        assert poll_healthz(server, 200)["data"] == {"alive": True}
+    finally:
+        lock.close()
+        server.stop()
+
+
+def poll_healthz(server: Server, status: int, seconds: float = 10) -> dict[str, Any]:
+    """/healthz's envelope once it answers `status` (it must within `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        answer = requests.get(f"{server.url}/healthz", timeout=5)
+        if answer.status_code == status or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert answer.status_code == status, answer.text
+    envelope = answer.json()
+    assert envelope["status"] == status, envelope
+    return envelope

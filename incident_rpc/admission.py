@@ -11,9 +11,15 @@ touches the database, as it does for a gthread worker's fixed threads.
 WebSocket subscribers (they hold their socket for hours and no database
 connection) and the health probes do not count, and a command queued for a group
 commit gives its slot up while it waits (`step_aside`): it does no work until its
-answer comes back, and the bigger the group, the cheaper each of its commands."""
+answer comes back, and the bigger the group, the cheaper each of its commands.
+
+A request takes its slot only once its body is in (intake.py): a slow sender
+cannot hold one. The health probe asks `stalled_for` whether the worker is
+saturated: every slot taken, and none has changed hands for that long, i.e. even
+the youngest request at work has been at it that long."""
 
 import threading
+import time
 from collections import deque
 
 from flask import Flask, current_app, g, request
@@ -32,11 +38,13 @@ class Slots:
         self._free = size
         self._waiting: deque[threading.Event] = deque()
         self._lock = threading.Lock()
+        self._handed_over = time.monotonic()  # when a slot was last taken or freed
 
     def acquire(self) -> None:
         with self._lock:
             if self._free and not self._waiting:
                 self._free -= 1
+                self._handed_over = time.monotonic()
                 return
             turn = threading.Event()
             self._waiting.append(turn)
@@ -44,10 +52,22 @@ class Slots:
 
     def release(self) -> None:
         with self._lock:
+            self._handed_over = time.monotonic()
             if self._waiting:
                 self._waiting.popleft().set()  # the slot passes on without being freed
             else:
                 self._free += 1
+
+    def stalled_for(self) -> float:
+        """Seconds every slot has been taken without any changing hands; 0 while one is free."""
+        with self._lock:
+            return 0.0 if self._free else time.monotonic() - self._handed_over
+
+
+def stalled_for() -> float:
+    """This worker's `Slots.stalled_for` (0 without admission control)."""
+    slots = current_app.extensions.get(_SLOTS)
+    return slots.stalled_for() if slots is not None else 0.0
 
 
 def _admit() -> None:

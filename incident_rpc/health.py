@@ -1,9 +1,10 @@
 """Liveness and readiness probes for load balancers and orchestrators."""
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, current_app
 
+from . import admission
 from .database import ping
-from .errors import envelope, to_envelope
+from .errors import Unavailable, envelope, to_envelope
 from .rpc import respond
 
 bp = Blueprint("health", __name__)
@@ -11,7 +12,16 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz", strict_slashes=False)
 def healthz() -> Response:
-    """The process answers; says nothing about the database."""
+    """The worker answers and is not saturated; says nothing about the database.
+
+    Saturated: every admission slot has been held for HEALTH_STALL_TIMEOUT seconds
+    with none changing hands, so no new command has started in that time. The probe
+    itself takes no slot, so it can tell."""
+    limit = current_app.config["HEALTH_STALL_TIMEOUT"]
+    stalled = admission.stalled_for()
+    if limit > 0 and stalled >= limit:
+        busy = f"every request slot of this worker has been busy for {stalled:.0f} s"
+        return respond(to_envelope(Unavailable(busy)))
     return respond(envelope(True, 200, {"alive": True}))
 
 
