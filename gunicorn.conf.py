@@ -6,8 +6,13 @@ greenlet per socket costs a few kB where a gthread worker would pin an OS thread
 all taken by sockets. The trade-offs: docs/design/worker-model.md.
 """
 
+import json
 import os
 import signal
+import socket
+import time
+
+from gunicorn import util as gunicorn_util
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
@@ -53,3 +58,54 @@ def post_worker_init(worker) -> None:
         stop(signum, frame)
 
     signal.signal(signal.SIGTERM, close_sockets_then_stop)
+
+
+# gunicorn answers some requests itself, before the app sees them: a malformed request
+# line or header (400), a request line over 4094 bytes (414), too many or too large
+# headers (431), a transfer coding it does not know (501). Its page is HTML; our
+# clients parse JSON. gunicorn 27 writes all of them through `util.write_error`
+# (workers/base.py, `handle_error`), so that is where the envelope goes in.
+# test_availability.py checks that this still holds.
+REFUSAL_LINGER, REFUSAL_DRAIN = 2.0, 64 * 1024 * 1024  # seconds, bytes (intake.MAX_DRAIN)
+_REFUSALS = {
+    400: "the HTTP request is malformed",
+    403: "the request is forbidden",
+    414: "the request line is too long",
+    417: "the expectation cannot be met",
+    431: "the request headers are too large",
+    501: "the transfer coding is not supported",
+}
+
+
+def write_envelope(sock, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's refusal as the envelope. Not its detail (`mesg`): that quotes the
+    request line or a header, and either may carry a token; gunicorn logs it."""
+    error = _REFUSALS.get(status_int, "internal error" if status_int >= 500 else reason)
+    envelope = {"success": False, "error": error, "status": status_int, "data": {}}
+    body = json.dumps(envelope, separators=(",", ":"))
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, (head + body).encode("latin-1"))
+    _linger(sock, time.monotonic() + REFUSAL_LINGER)
+
+
+def _linger(sock, deadline: float) -> None:
+    """Read (and drop) what the client still sends, until it closes or the deadline:
+    gunicorn closes next, and a socket closed with bytes unread resets the connection,
+    so a client still sending its body would lose the answer."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        dropped = 0
+        while dropped < REFUSAL_DRAIN and (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            piece = sock.recv(1 << 20)
+            if not piece:
+                return
+            dropped += len(piece)
+    except OSError:  # reset by the peer, or the deadline
+        return
+
+
+gunicorn_util.write_error = write_envelope

@@ -180,6 +180,49 @@ def test_chunked_bodies_are_measured_whole(edge: Server, edge_token: str, path: 
     assert (status, envelope["data"]["username"]) == (200, "admin"), envelope
 
 
+# ---------------------------------------------------------------- gunicorn's own refusals
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        return read_answer(sock, time.monotonic() + 10)
+
+
+@pytest.mark.parametrize(
+    "request_bytes, status, error",
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", 400, "the HTTP request is malformed"),
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414,
+         "the request line is too long"),
+        (b"POST /rpc HTTP/1.1\r\nHost: t\r\n" + b"X-Many: y\r\n" * 200 + b"\r\n", 431,
+         "the request headers are too large"),
+        (b"POST /rpc HTTP/1.1\r\nHost: t\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431,
+         "the request headers are too large"),
+    ],
+    ids=["request-line", "long-url", "many-headers", "large-header"],
+)  # fmt: skip
+def test_gunicorn_refusals_are_envelopes(
+    edge: Server, request_bytes: bytes, status: int, error: str
+) -> None:
+    """What gunicorn refuses before the app sees it is an envelope too, and says nothing
+    of the request (a request line or a header may carry a token)."""
+    envelope = assert_envelope(raw_exchange(edge.port, request_bytes), status)
+    assert envelope == {"success": False, "error": error, "status": status, "data": {}}
+
+
+def test_a_refused_header_with_a_large_body_reads_the_answer(edge: Server) -> None:
+    """gunicorn refuses the headers with 8 MiB of body still coming: it reads that body
+    away before it closes, so urllib reads the 431 instead of a reset."""
+    request = urllib.request.Request(edge.url + "/rpc", data=b"x" * (8 * MIB))
+    request.add_header("X-Big", "y" * 10000)
+    for _ in range(3):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 431
+        assert json.load(refused.value)["error"] == "the request headers are too large"
+
+
 # ---------------------------------------------------------------- a saturated worker
 
 
