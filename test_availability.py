@@ -9,16 +9,19 @@ loop is bounded in count and time.
 import json
 import select
 import socket
+import struct
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 import requests
+import websocket
 
 from conftest import Server
 
@@ -221,6 +224,87 @@ def test_a_refused_header_with_a_large_body_reads_the_answer(edge: Server) -> No
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 431
         assert json.load(refused.value)["error"] == "the request headers are too large"
+
+
+# ---------------------------------------------------------------- a flooding subscriber
+
+
+def worker_pid(server: Server) -> int:
+    assert server.process is not None
+    pid = server.process.pid
+    (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(child)
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def subscribe(server: Server, token: str) -> websocket.WebSocket:
+    url = f"ws://127.0.0.1:{server.port}/ws?token={token}"
+    return websocket.create_connection(url, timeout=15)
+
+
+def close_frame(ws: websocket.WebSocket, found: dict[str, Any]) -> None:
+    """Read frames until the server's close; its (code, reason) into `found`."""
+    try:
+        while True:
+            frame = ws.recv_frame()
+            if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                found["close"] = struct.unpack("!H", frame.data[:2])[0], frame.data[2:].decode()
+                return
+    except Exception as failure:  # the test reports it
+        found["failure"] = repr(failure)
+
+
+def test_a_flooding_subscriber_is_closed_and_memory_stays_flat(
+    edge: Server, edge_token: str
+) -> None:
+    """A subscriber that sends 60 kB messages as fast as it can (at most 5 s or 300 MiB)
+    gets a 1008 close that it reads; the worker's RSS does not grow with what it sent
+    (it grew by 300 MiB in 4.5 s, kept after the close); a quiet subscriber beside it
+    still gets its events."""
+    quiet = subscribe(edge, edge_token)
+    flood = subscribe(edge, edge_token)
+    try:
+        sent, grown, found = flood_until_closed(flood, worker_pid(edge))
+        assert grown < 30, f"the worker grew by {grown:.0f} MiB ({sent / MIB:.0f} MiB sent)"
+        assert found.get("close") == (1008, "this channel takes no messages; stop sending them"), (
+            found,
+            f"{sent / MIB:.0f} MiB sent",
+        )
+        created = edge.rpc("create", edge_token, expect=201, description="after the flood")
+        for _ in range(50):  # events of the earlier tests' creates may come first
+            event = json.loads(quiet.recv())
+            if event["data"]["id"] == created["data"]["id"]:
+                break
+        assert (event["type"], event["data"]["id"]) == ("added", created["data"]["id"])
+    finally:
+        flood.shutdown()
+        quiet.close()
+
+
+def flood_until_closed(flood: websocket.WebSocket, pid: int) -> tuple[int, float, dict[str, Any]]:
+    """Send 60 kB messages until the server's close arrives (at most 5 s or 300 MiB):
+    bytes sent, the worker's RSS growth in MiB, and what the reading thread found."""
+    time.sleep(0.5)  # both sockets are live
+    before = rss_mib(pid)
+    found: dict[str, Any] = {}
+    reader = threading.Thread(target=close_frame, args=(flood, found), daemon=True)
+    reader.start()
+    message, sent, end = "x" * 60000, 0, time.monotonic() + 5
+    try:
+        while reader.is_alive() and time.monotonic() < end and sent < 300 * MIB:
+            flood.send(message)
+            sent += len(message)
+    except OSError:  # the server closed after its close frame: the reader has that
+        pass
+    grown = rss_mib(pid) - before
+    reader.join(10)
+    return sent, grown, found
 
 
 # ---------------------------------------------------------------- a saturated worker

@@ -8,6 +8,12 @@ leaves no duplicate. A reporter gets only the events of incidents it created
 (access.py), and the token is checked again every EVENTS_REAUTH_INTERVAL seconds.
 A subscriber whose queue overflows is closed with 1013 and told where to resume;
 a stopping worker closes with 1001 the same way.
+
+The channel only sends: what a client sends after its first message is read and
+thrown away (simple-websocket's reader would keep every message for a `receive`
+that never comes: 300 MiB in 4.5 s). A client that keeps sending is closed with
+1008; the reader then goes on reading (and dropping) for a moment, so that the
+client still reads the close frame instead of a connection reset.
 """
 
 import logging
@@ -32,6 +38,9 @@ bp = Blueprint("events", __name__)
 GOING_AWAY, POLICY_VIOLATION, INTERNAL_ERROR, TRY_AGAIN_LATER = 1001, 1008, 1011, 1013
 MAX_EVENT_ID = 2**63 - 1
 CLOSE_HANDSHAKE_WAIT = 2.0  # seconds for the peer to answer our close frame
+# Messages a client may send after the first, as a burst and then per second (a
+# client that sends its token again, or a keep-alive of its own, stays well below).
+IGNORED_BURST, IGNORED_PER_SECOND = 16, 1.0
 
 
 class Refusal(Exception):
@@ -40,6 +49,31 @@ class Refusal(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code, self.reason = code, reason
+
+
+class InputGuard:
+    """Stands in for simple-websocket's input buffer once the first message is read:
+    drops every message, and calls `on_flood` once when they come faster than
+    IGNORED_PER_SECOND after a burst of IGNORED_BURST (a token bucket)."""
+
+    def __init__(self) -> None:
+        self.flooded = False
+        self.on_flood: Callable[[], None] | None = None
+        self._allowance = float(IGNORED_BURST)
+        self._counted = time.monotonic()
+
+    def append(self, _message: Any) -> None:  # the reader thread's call
+        now = time.monotonic()
+        earned = (now - self._counted) * IGNORED_PER_SECOND
+        self._allowance = min(float(IGNORED_BURST), self._allowance + earned) - 1
+        self._counted = now
+        if self._allowance < 0 and not self.flooded:
+            self.flooded = True
+            if self.on_flood:
+                self.on_flood()
+
+    def __bool__(self) -> bool:  # nothing to `receive`
+        return False
 
 
 class SharedSocket:
@@ -56,6 +90,7 @@ class SharedSocket:
         self._lock = threading.Lock()
         self.on_close: Callable[[], None] | None = None
         self.released = threading.Event()  # the reader thread has let go
+        self.linger = 0.0  # seconds to read (and drop) before closing, once we sent a close
         raw.settimeout(timeout)
 
     def send(self, data: bytes) -> int:
@@ -77,10 +112,25 @@ class SharedSocket:
             self._lock.release()
 
     def close(self) -> None:
+        """The reader thread's last call. After our close frame, read what the peer still
+        sends until it closes too (or `linger` is over): closing with bytes unread would
+        reset the connection, and the peer would lose the close frame."""
+        if self.linger:
+            self._drain(time.monotonic() + self.linger)
         self._raw.close()
         self.released.set()
         if self.on_close:
             self.on_close()
+
+    def _drain(self, deadline: float) -> None:
+        try:
+            self._raw.shutdown(socket.SHUT_WR)
+            while (remaining := deadline - time.monotonic()) > 0:
+                self._raw.settimeout(remaining)
+                if not self._raw.recv(65536):
+                    return
+        except OSError:  # reset, timed out, or hung up by `hang_up`
+            return
 
     def hang_up(self) -> None:
         """Wake the reader thread (its recv sees EOF) so that it ends now."""
@@ -156,11 +206,13 @@ def _replay(
             return position
 
 
-def _stream(ws: Server, subscriber: Subscriber, token: Any) -> None:
+def _stream(ws: Server, subscriber: Subscriber, guard: InputGuard, token: Any) -> None:
     """Live events until the socket ends; the token is checked again now and then."""
     config = current_app.config
     checked = time.monotonic()
     while ws.connected:
+        if guard.flooded:  # (also before it could wake us)
+            raise Refusal(POLICY_VIOLATION, "this channel takes no messages; stop sending them")
         wait = checked + config["EVENTS_REAUTH_INTERVAL"] - time.monotonic()
         subscriber.pump(timeout=max(0.0, min(config["EVENTS_PING_INTERVAL"], wait)))
         resume = f"resume with since={subscriber.position}"
@@ -174,6 +226,7 @@ def _stream(ws: Server, subscriber: Subscriber, token: Any) -> None:
 
 def _serve(ws: Server, shared: SharedSocket) -> None:
     token, since = _credentials(ws)
+    guard = ws.input_buffer = InputGuard()  # from here on, nothing a client sends is kept
     owner = _reader(token)
     since = None if since is None else _event_id(since)
     bus = fanout.bus()
@@ -181,14 +234,14 @@ def _serve(ws: Server, shared: SharedSocket) -> None:
         subscriber = bus.subscribe(timeout=current_app.config["DB_CONNECT_TIMEOUT"] * 2)
     except TimeoutError as error:
         raise Refusal(TRY_AGAIN_LATER, "the database is unavailable; retry later") from error
-    shared.on_close = subscriber.wake
+    shared.on_close = guard.on_flood = subscriber.wake
     try:
         if since is None:  # live only: from what is committed now, not what the bus has seen
             with bus.engine.connect() as connection:
                 since = events.last_event_id(connection)
         position = _replay(ws, shared, subscriber, since, owner)
         subscriber.go_live(shared, owner, position)
-        _stream(ws, subscriber, token)
+        _stream(ws, subscriber, guard, token)
     finally:
         rest = subscriber.retire()
         bus.unsubscribe(subscriber)
@@ -215,6 +268,7 @@ def serve(ws: Server) -> None:
 
 def _close(ws: Server, shared: SharedSocket, code: int, reason: str) -> None:
     """Send a close frame and give the peer a moment to answer it (a clean handshake)."""
+    shared.linger = CLOSE_HANDSHAKE_WAIT
     try:
         ws.close(reason=code, message=reason[:120])
     except (ConnectionClosed, OSError):
