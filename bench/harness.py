@@ -77,8 +77,9 @@ class Database:
 class Gunicorn:
     """`gunicorn <app>` with the production config, on a free port of 127.0.0.1."""
 
-    def __init__(self, app: str, env: dict[str, str], ready_path: str) -> None:
+    def __init__(self, app: str, env: dict[str, str], ready_path: str, root: Path = ROOT) -> None:
         self.app = app
+        self.root = root  # another tree's code (bench/availability.py --against), or ours
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_path = ready_path
@@ -86,9 +87,9 @@ class Gunicorn:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> "Gunicorn":
-        config = ROOT / "gunicorn.conf.py"  # under gevent it makes psycopg2 cooperate
+        config = self.root / "gunicorn.conf.py"  # under gevent it makes psycopg2 cooperate
         command = [sys.executable, "-m", "gunicorn", "-c", str(config), "--no-control-socket"]
-        self.process = subprocess.Popen([*command, self.app], cwd=ROOT, env=self.env)
+        self.process = subprocess.Popen([*command, self.app], cwd=self.root, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
