@@ -120,7 +120,7 @@ def test_slow_bodies_hold_no_slot_and_get_a_408(edge: Server, edge_token: str) -
         stop.set()
         for thread in tricklers:
             thread.join(15)
-    assert slowest < 2, f"a whoami took {slowest:.2f} s"
+    assert slowest < 3, f"a whoami took {slowest:.2f} s"
     assert len(answers) >= 20, f"only {len(answers)} slow bodies were answered"
     for raw in answers:
         envelope = assert_envelope(raw, 408)
