@@ -116,7 +116,14 @@ def startup_lock(engine: Engine) -> Iterator[None]:
 
 
 def ensure_first_admin(username: str | None, password: str | None) -> None:
-    if not (username and password) or db.session.scalar(select(User.id).limit(1)):
+    """The settings were checked at start-up (startup.admin_problems)."""
+    if db.session.scalar(select(User.id).limit(1)):
+        return
+    if not (username and password):
+        log.warning(
+            "no user exists: set ADMIN_USERNAME and ADMIN_PASSWORD, or run"
+            " flask --app wsgi user-create NAME --role admin"
+        )
         return
     db.session.add(User(username=username, password_hash=hash_password(password), role=Role.admin))
     db.session.commit()
