@@ -8,13 +8,16 @@ prints, as a user would.
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psycopg2
 import pytest
 import requests
+from sqlalchemy.engine import make_url
 
 from conftest import ADMIN, ROOT, Server, free_port
 
@@ -187,3 +190,44 @@ def wait_for(condition, what: str, seconds: float = 30) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"waited {seconds} s for {what}")
         time.sleep(0.1)
+
+
+# -- failures log the statement, not the values -----------------------------------------------
+
+
+def refuse_inserts(database_url: str) -> None:
+    """A trigger that fails every insert into incidents, as a broken database might."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        with sqlite3.connect(url.database) as connection:
+            connection.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON incidents"
+                " BEGIN SELECT RAISE(ABORT, 'inserts are refused'); END"
+            )
+        return
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'inserts are refused'; END $$;"
+            " CREATE TRIGGER refuse BEFORE INSERT ON incidents"
+            " FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+    connection.close()
+
+
+def test_a_failed_statement_is_logged_without_its_values(new_database_url, tmp_path) -> None:
+    url = new_database_url()
+    server = Server(url, tmp_path / "i").start(output=tmp_path / "out")
+    try:
+        token = server.login()
+        refuse_inserts(url)
+        secret = f"sk_live_{secrets.token_hex(12)}"
+        failed = server.rpc("create", token, description=f"the key is {secret}", expect=500)
+        request_id = failed["error"].rsplit(" ", 1)[-1]
+    finally:
+        server.stop()
+    log = (tmp_path / "out" / "stderr").read_text()
+    assert f"unhandled error, request id {request_id}" in log
+    assert "INSERT INTO incidents" in log  # the statement is there; its values are not
+    assert secret not in log
