@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -231,3 +232,50 @@ def test_a_failed_statement_is_logged_without_its_values(new_database_url, tmp_p
     assert f"unhandled error, request id {request_id}" in log
     assert "INSERT INTO incidents" in log  # the statement is there; its values are not
     assert secret not in log
+
+
+# -- the CLI goes by the rules of user_create -------------------------------------------------
+
+
+@pytest.fixture
+def cli_server(new_database_url, tmp_path) -> Iterator[Server]:
+    server = Server(new_database_url(), tmp_path, workers=1).start()
+    yield server
+    server.stop()
+
+
+def flask_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+        cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "message"),
+    [
+        ("key:nagios", "a-long-password", "username: 3 to 64 characters"),
+        (ADMIN[0].capitalize(), "a-long-password", f"the username '{ADMIN[0].capitalize()}'"),
+        ("dora", "x", "password: Between 8 and 256 characters."),
+    ],
+)
+def test_cli_user_create_refuses_what_the_action_refuses(
+    cli_server: Server, username: str, password: str, message: str
+) -> None:
+    done = flask_cli(cli_server, "user-create", username, "--password", password)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr and password not in done.stderr + done.stdout
+    users = cli_server.rpc("user_list", cli_server.login(), expect=200)["data"]["users"]
+    assert [user["username"] for user in users] == [ADMIN[0]]
+
+
+def test_cli_user_create_resets_an_existing_user(cli_server: Server) -> None:
+    old_token = cli_server.login()
+    done = flask_cli(cli_server, "user-create", ADMIN[0], "--password", "a-new-password")
+    assert done.returncode == 0, done.stderr
+    cli_server.rpc("whoami", old_token, expect=401)
+    cli_server.login(ADMIN[0], "a-new-password")
+    demoted = flask_cli(cli_server, "user-create", ADMIN[0], "--role", "agent", "--password",
+                        "a-new-password")  # fmt: skip
+    assert demoted.returncode != 0 and "no active administrator" in demoted.stderr
