@@ -6,9 +6,10 @@ PORT ?= 8000
 
 .PHONY: run test lint format bench clean
 
-$(BIN)/.installed: requirements.txt
+# Development installs everything; the container installs requirements.txt only.
+$(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 # Development only: a first admin "admin"/"admin" unless you say otherwise (the

@@ -115,7 +115,10 @@ def with_psycopg2(url: str) -> str:
 
 
 def _database_url() -> str:
+    """DATABASE_URL, with DATABASE_PASSWORD put in: a password holding '@', '/' or ':'
+    would break a URL written by hand (or by compose), so it may travel on its own."""
     url = _text("DATABASE_URL") or f"sqlite:///{INSTANCE / 'incident_rpc.sqlite3'}"
+    password = _text("DATABASE_PASSWORD")
     try:
         parsed = make_url(with_psycopg2(url))
     except ArgumentError:
@@ -126,7 +129,13 @@ def _database_url() -> str:
             "DATABASE_URL must be a URL such as postgresql://user@host:5432/name"
             " or sqlite:////absolute/path.sqlite3"
         )
-    return url
+        return url
+    if password is None:
+        return url
+    if parsed.get_backend_name() == "sqlite":
+        _problems.append("DATABASE_PASSWORD is set, but DATABASE_URL is not a PostgreSQL URL")
+        return url
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 class Config:
