@@ -5,7 +5,9 @@ Every test drives a real gunicorn (or `flask`, or `make run`) and reads what it
 prints, as a user would.
 """
 
+import ast
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -279,3 +281,40 @@ def test_cli_user_create_resets_an_existing_user(cli_server: Server) -> None:
     demoted = flask_cli(cli_server, "user-create", ADMIN[0], "--role", "agent", "--password",
                         "a-new-password")  # fmt: skip
     assert demoted.returncode != 0 and "no active administrator" in demoted.stderr
+
+
+# -- docs/settings.md lists every setting, and only those ----------------------------------
+
+
+def settings_read_in(path: Path) -> set[str]:
+    """Names of the environment variables a module reads: through config.py's readers
+    (`_int("TOKEN_TTL", ...)`), `os.environ.get`, `os.getenv` or `os.environ[...]`."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        key = None
+        if isinstance(node, ast.Call) and node.args:
+            function = node.func
+            reader = isinstance(function, ast.Name) and function.id.startswith("_")
+            environ = isinstance(function, ast.Attribute) and (
+                function.attr == "getenv" or ast.unparse(function).endswith("environ.get")
+            )
+            key = node.args[0] if reader or environ else None
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value).endswith("environ"):
+            key = node.slice
+        if isinstance(key, ast.Constant) and re.fullmatch(r"[A-Z][A-Z0-9_]+", str(key.value)):
+            names.add(key.value)
+    return names
+
+
+def test_docs_settings_table_matches_the_code() -> None:
+    in_code = settings_read_in(ROOT / "incident_rpc" / "config.py") | settings_read_in(
+        ROOT / "gunicorn.conf.py"
+    )
+    for module in (ROOT / "incident_rpc").rglob("*.py"):  # nothing else reads settings
+        assert module.name == "config.py" or not settings_read_in(module), module
+    rows = re.findall(
+        r"^\| `([A-Z][A-Z0-9_]+)` \|", (ROOT / "docs" / "settings.md").read_text(), re.M
+    )
+    assert len(rows) == len(set(rows)), "a setting has two rows"
+    assert sorted(in_code - set(rows)) == [], "settings read by the code without a row"
+    assert sorted(set(rows) - in_code) == [], "rows for settings the code does not read"
