@@ -6,14 +6,17 @@ PORT ?= 8000
 
 .PHONY: run test lint format bench clean
 
-$(BIN)/.installed: requirements.txt
+# Development installs everything; the container installs requirements.txt only.
+$(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-# Development only: a first admin "admin"/"admin" unless you say otherwise.
+# Development only: a first admin "admin"/"admin" unless you say otherwise (the
+# server says so as it starts), and an access log line per request on stdout.
 run: $(BIN)/.installed
 	ADMIN_USERNAME=$${ADMIN_USERNAME:-admin} ADMIN_PASSWORD=$${ADMIN_PASSWORD:-admin} \
+	GUNICORN_ACCESS_LOG=$${GUNICORN_ACCESS_LOG:--} \
 	GUNICORN_BIND=$${GUNICORN_BIND:-127.0.0.1:$(PORT)} $(BIN)/gunicorn wsgi:app
 
 test: $(BIN)/.installed

@@ -3,10 +3,11 @@
 # (which runs the migrations under a lock as the app starts).
 set -e
 python - <<'PY'
-import os, sys, time
+import sys, time
 from sqlalchemy import create_engine, text
-from incident_rpc.config import with_psycopg2
-url = with_psycopg2(os.environ.get("DATABASE_URL", "sqlite://"))
+from incident_rpc.config import Config, with_psycopg2
+# The app's own reading of DATABASE_URL, with DATABASE_PASSWORD put in.
+url = with_psycopg2(Config.SQLALCHEMY_DATABASE_URI)
 for attempt in range(60):
     try:
         with create_engine(url).connect() as connection:

@@ -135,12 +135,22 @@ class Server:
         self.process: subprocess.Popen[bytes] | None = None
         self.session = requests.Session()
 
-    def start(self) -> "Server":
+    def start(self, output: Path | None = None) -> "Server":
+        """With `output` (a folder), the server's stderr and stdout go to files there."""
         command = [
             sys.executable, "-m", "gunicorn", "wsgi:app", "--bind", f"127.0.0.1:{self.port}",
             "--workers", str(self.workers), "--no-control-socket",
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env)
+        streams: dict[str, Any] = {}
+        if output is not None:
+            output.mkdir(parents=True, exist_ok=True)
+            streams = {
+                "stderr": open(output / "stderr", "wb"),
+                "stdout": open(output / "stdout", "wb"),
+            }
+        self.process = subprocess.Popen(command, cwd=ROOT, env=self.env, **streams)
+        for stream in streams.values():  # the child has its own copies
+            stream.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -7,28 +7,38 @@ all taken by sockets. The trade-offs: docs/design/worker-model.md.
 """
 
 import json
-import os
 import signal
 import socket
 import time
 
 from gunicorn import util as gunicorn_util
 
-bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
-workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", 4000))  # gevent
-threads = int(os.environ.get("GUNICORN_THREADS", 8))  # gthread only
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
+from incident_rpc import startup
+from incident_rpc.config import Config, Gunicorn
+
+# Read (and checked, in on_starting) with the app's settings: incident_rpc/config.py.
+bind = Gunicorn.BIND
+workers = Gunicorn.WORKERS
+worker_class = Gunicorn.WORKER_CLASS
+worker_connections = Gunicorn.WORKER_CONNECTIONS  # gevent
+threads = Gunicorn.THREADS  # gthread only
+timeout = Gunicorn.TIMEOUT
 graceful_timeout = 10
 keepalive = 5
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG")  # off unless asked: it costs throughput
+accesslog = Gunicorn.ACCESS_LOG  # off unless asked: it costs throughput
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = Config.LOG_LEVEL.lower()
 # gunicorn 27 gives every instance one shared control socket in $HOME by default;
 # side-by-side instances (tests, benchmarks, containers without a writable home)
 # must not share or need it. GUNICORN_CONTROL_SOCKET=1 turns it back on.
-control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "0") != "1"
+control_socket_disable = not Gunicorn.CONTROL_SOCKET
+
+
+def on_starting(server) -> None:
+    """In the master, before any worker boots: every setting is checked here, so that a
+    bad one stops gunicorn with one message (a ConfigError, which gunicorn prints as
+    "Error: ..." before it exits 1) instead of each worker failing to boot."""
+    startup.on_starting()
 
 
 def _is_gevent(worker) -> bool:
@@ -40,7 +50,6 @@ def post_fork(server, worker) -> None:
     and never longer than the database settings allow (incident_rpc/green.py)."""
     if _is_gevent(worker):
         from incident_rpc import green
-        from incident_rpc.config import Config
 
         connect = Config.DB_CONNECT_TIMEOUT
         green.install(connect, Config.DB_STATEMENT_TIMEOUT_MS / 1000 + connect)

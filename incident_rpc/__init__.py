@@ -1,6 +1,5 @@
 """incident_rpc: an incident tracker with a POST-only command API and live events."""
 
-import logging
 from typing import Any
 
 from flask import Flask, Request
@@ -28,22 +27,26 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         fanout,
         health,
         intake,
+        logs,
         rpc,
+        startup,
         websocket,
     )
-    from .config import INSTANCE, Config, check_limits, resolve_secret_key, with_psycopg2
+    from .config import INSTANCE, Config, resolve_secret_key, with_psycopg2
     from .extensions import db, migrate, sock
 
     app = Flask(__name__, instance_path=str(INSTANCE))
     app.session_interface = NoCookieSessions()
     app.config.from_object(Config)
     app.config.update(overrides or {})
-    check_limits(app.config)
+    startup.check(app.config)  # gunicorn's master has checked already; the CLI has not
+    # Before anything reads app.logger: Flask adds a handler of its own to a logger
+    # that has none, and each record would then be written twice.
+    logs.configure(app.config["LOG_LEVEL"])
     resolve_secret_key(app.config)
     uri = with_psycopg2(app.config["SQLALCHEMY_DATABASE_URI"])
     app.config["SQLALCHEMY_DATABASE_URI"] = uri
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", database.engine_options(app.config))
-    logging.getLogger("incident_rpc").setLevel(app.config["LOG_LEVEL"])
     if app.config["PROXY_FIX_X_FOR"]:  # the client's address, for login throttling
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["PROXY_FIX_X_FOR"])
 

@@ -1,60 +1,171 @@
-"""Settings, read once from the environment.
+"""Settings, read once from the environment; docs/settings.md lists every one.
 
-Every setting has a development default except the ones that would be unsafe in
-production: there `SECRET_KEY` must be given (see `check_production`).
+The readers below never raise: a value they cannot use is noted (`read_problems`)
+and the default stands in, so that start-up (incident_rpc/startup.py, run by
+gunicorn's master before any worker boots) can name every bad setting at once,
+with its value and what it expects. A blank variable counts as unset, as compose
+passes `VAR=` through as an empty string. Every setting has a development default
+except the ones that would be unsafe in production (see startup.py).
 """
 
+import math
 import os
 import secrets
 import time
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 ROOT = Path(__file__).resolve().parent.parent
-INSTANCE = Path(os.environ.get("INSTANCE_PATH", ROOT / "instance"))
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+WORKER_CLASSES = ("gevent", "gthread", "sync")
+_problems: list[str] = []
 
 
-def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+def read_problems() -> list[str]:
+    """What the readers could not use, one sentence per setting."""
+    return list(_problems)
 
 
-def _float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+def _text(name: str, default: str | None = None) -> str | None:
+    raw = os.environ.get(name)
+    return raw if raw is not None and raw.strip() else default
+
+
+def _note(name: str, raw: str, expected: str) -> None:
+    _problems.append(f"{name} must be {expected}, not {raw!r}")
+
+
+def _int(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
+    raw = _text(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        if maximum is None:
+            _note(name, raw, f"a whole number, at least {minimum}")
+        else:
+            _note(name, raw, f"between {minimum} and {maximum} (a whole number)")
+        return default
+    return value
+
+
+def _float(name: str, default: float, minimum: float = 0) -> float:
+    raw = _text(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum:
+        _note(name, raw, f"a number, at least {minimum:g}")
+        return default
+    return value
+
+
+def _seconds(name: str, default: float) -> float:
+    """A wait or an interval: zero would mean a busy loop or no wait at all."""
+    raw = _text(name)
+    value = _float(name, default)
+    if raw is not None and value == 0:
+        _note(name, raw, "a number of seconds greater than 0")
+        return default
+    return value
 
 
 def _bool(name: str, default: bool) -> bool:
-    return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+    raw = _text(name)
+    if raw is None:
+        return default
+    word = raw.strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        return True
+    if word in {"0", "false", "no", "off"}:
+        return False
+    _note(name, raw, "1 or 0 (or true/false, yes/no, on/off)")
+    return default
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`, compared without case; the choice's own spelling is returned."""
+    raw = _text(name)
+    if raw is None:
+        return default
+    for choice in choices:
+        if raw.strip().lower() == choice.lower():
+            return choice
+    _note(name, raw, f"one of {', '.join(choices)}")
+    return default
+
+
+INSTANCE = Path(_text("INSTANCE_PATH") or ROOT / "instance")
+
+
+def with_psycopg2(url: str) -> str:
+    """`postgresql://` means psycopg (3) to SQLAlchemy 2.1; we ship psycopg2."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url.removeprefix(prefix)
+    return url
+
+
+def _database_url() -> str:
+    """DATABASE_URL, with DATABASE_PASSWORD put in: a password holding '@', '/' or ':'
+    would break a URL written by hand (or by compose), so it may travel on its own."""
+    url = _text("DATABASE_URL") or f"sqlite:///{INSTANCE / 'incident_rpc.sqlite3'}"
+    password = _text("DATABASE_PASSWORD")
+    try:
+        parsed = make_url(with_psycopg2(url))
+    except ArgumentError:
+        parsed = None
+    if parsed is None or parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        # The value is not repeated: it may hold a password.
+        _problems.append(
+            "DATABASE_URL must be a URL such as postgresql://user@host:5432/name"
+            " or sqlite:////absolute/path.sqlite3"
+        )
+        return url
+    if password is None:
+        return url
+    if parsed.get_backend_name() == "sqlite":
+        _problems.append("DATABASE_PASSWORD is set, but DATABASE_URL is not a PostgreSQL URL")
+        return url
+    return parsed.set(password=password).render_as_string(hide_password=False)
 
 
 class Config:
     """Attributes become `app.config` keys; `create_app(overrides)` can replace any."""
 
-    ENV = os.environ.get("INCIDENT_RPC_ENV", "development")  # or "production"
-    SECRET_KEY = os.environ.get("SECRET_KEY")
-    SQLALCHEMY_DATABASE_URI = os.environ.get(
-        "DATABASE_URL", f"sqlite:///{INSTANCE / 'incident_rpc.sqlite3'}"
-    )
-    DB_CONNECT_TIMEOUT = _int("DB_CONNECT_TIMEOUT", 3)  # seconds before a 503
-    DB_STATEMENT_TIMEOUT_MS = _int("DB_STATEMENT_TIMEOUT_MS", 15000)
-    DB_POOL_SIZE = _int("DB_POOL_SIZE", 10)
+    ENV = _choice("INCIDENT_RPC_ENV", "development", ("development", "production"))
+    SECRET_KEY = _text("SECRET_KEY")
+    SQLALCHEMY_DATABASE_URI = _database_url()
+    DB_CONNECT_TIMEOUT = _int("DB_CONNECT_TIMEOUT", 3, minimum=1)  # seconds before a 503
+    DB_STATEMENT_TIMEOUT_MS = _int("DB_STATEMENT_TIMEOUT_MS", 15000, minimum=1)
+    DB_POOL_SIZE = _int("DB_POOL_SIZE", 10, minimum=1)
     AUTO_MIGRATE = _bool("AUTO_MIGRATE", True)
-    TOKEN_TTL = _int("TOKEN_TTL", 3600)
-    ADMIN_USERNAME = os.environ.get("ADMIN_USERNAME")
-    ADMIN_PASSWORD = os.environ.get("ADMIN_PASSWORD")
-    MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024)
-    BODY_TIMEOUT = _float("BODY_TIMEOUT", 10)  # seconds for a whole request body, else 408
-    MAX_BATCH = _int("MAX_BATCH", 1000)  # commands in one batch posted to /rpc
+    TOKEN_TTL = _int("TOKEN_TTL", 3600, minimum=1)
+    ADMIN_USERNAME = _text("ADMIN_USERNAME")
+    ADMIN_PASSWORD = _text("ADMIN_PASSWORD")
+    MAX_CONTENT_LENGTH = _int("MAX_CONTENT_LENGTH", 1024 * 1024, minimum=1)
+    MAX_BATCH = _int("MAX_BATCH", 1000, minimum=1)  # commands in one batch posted to /rpc
+    BODY_TIMEOUT = _seconds("BODY_TIMEOUT", 10)  # seconds for a whole request body, else 408
     # Bytes of JSON that the answers of one batch may add up to (rpc.Batch.spend): a
     # batch of 1,000 creates of a full 1 MiB body answers under 2 MiB; 100 pages of
     # 1,000 incidents would be hundreds of MiB in a worker's memory.
-    MAX_BATCH_ANSWER = _int("MAX_BATCH_ANSWER", 8 * 1024 * 1024)
+    MAX_BATCH_ANSWER = _int("MAX_BATCH_ANSWER", 8 * 1024 * 1024, minimum=1)
     # Incidents one resolve_many/update_many may touch; at most 65,536 (one event each,
     # and event ids number at most that many per transaction: events.ID_SHIFT).
-    MAX_BULK = _int("MAX_BULK", 10000)
-    REQUEST_ID_TTL = _int("REQUEST_ID_TTL", 24 * 3600)  # seconds a request_id is remembered
-    LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+    MAX_BULK = _int("MAX_BULK", 10000, minimum=1, maximum=65536)
+    REQUEST_ID_TTL = _int("REQUEST_ID_TTL", 24 * 3600, minimum=1)  # seconds a request_id lives
+    LOG_LEVEL = _choice("LOG_LEVEL", "INFO", LOG_LEVELS)
     # Teams and access (README, "Teams and access").
     REGISTRATION_ENABLED = _bool("REGISTRATION_ENABLED", False)  # `register` makes reporters
-    LOGIN_THROTTLE_WINDOW = _int("LOGIN_THROTTLE_WINDOW", 300)  # seconds a count lives
+    LOGIN_THROTTLE_WINDOW = _int("LOGIN_THROTTLE_WINDOW", 300, minimum=1)  # seconds a count lives
     LOGIN_MAX_FAILURES = _int("LOGIN_MAX_FAILURES", 5)  # per username at one address; 0: off
     LOGIN_MAX_FAILURES_PER_ADDRESS = _int("LOGIN_MAX_FAILURES_PER_ADDRESS", 30)  # 0: off
     PROXY_FIX_X_FOR = _int("PROXY_FIX_X_FOR", 0)  # trusted proxies in front (X-Forwarded-For)
@@ -63,23 +174,34 @@ class Config:
     HEALTH_STALL_TIMEOUT = _float("HEALTH_STALL_TIMEOUT", 30)
     GROUP_COMMIT = _bool("GROUP_COMMIT", True)  # concurrent creates share a commit (grouping.py)
     # Change events (fanout.py, websocket.py); times in seconds.
-    EVENTS_PING_INTERVAL = _float("EVENTS_PING_INTERVAL", 25)  # idle sockets; 2 missed: dead
-    EVENTS_POLL_INTERVAL = _float("EVENTS_POLL_INTERVAL", 1)  # read the log even without a ring
-    EVENTS_QUEUE_SIZE = _int("EVENTS_QUEUE_SIZE", 1000)  # per subscriber, then 1013 close
-    EVENTS_SEND_TIMEOUT = _float("EVENTS_SEND_TIMEOUT", 30)  # a peer that reads nothing: dead
-    EVENTS_AUTH_TIMEOUT = _float("EVENTS_AUTH_TIMEOUT", 10)  # for a first {"token": ...}
-    EVENTS_REAUTH_INTERVAL = _float("EVENTS_REAUTH_INTERVAL", 60)  # revoked: closed within this
+    EVENTS_PING_INTERVAL = _seconds("EVENTS_PING_INTERVAL", 25)  # idle sockets; 2 missed: dead
+    EVENTS_POLL_INTERVAL = _seconds("EVENTS_POLL_INTERVAL", 1)  # read the log even without a ring
+    EVENTS_QUEUE_SIZE = _int("EVENTS_QUEUE_SIZE", 1000, minimum=1)  # per subscriber, then 1013
+    EVENTS_SEND_TIMEOUT = _seconds("EVENTS_SEND_TIMEOUT", 30)  # a peer that reads nothing: dead
+    EVENTS_AUTH_TIMEOUT = _seconds("EVENTS_AUTH_TIMEOUT", 10)  # for a first {"token": ...}
+    EVENTS_REAUTH_INTERVAL = _seconds("EVENTS_REAUTH_INTERVAL", 60)  # revoked: closed within this
+
+
+class Gunicorn:
+    """gunicorn's own settings, used by gunicorn.conf.py and the container's health
+    check; read here so that the one start-up check covers them too."""
+
+    PORT = _int("PORT", 8000, minimum=1, maximum=65535)
+    BIND = _text("GUNICORN_BIND") or f"0.0.0.0:{PORT}"
+    WORKERS = _int("WEB_CONCURRENCY", os.cpu_count() or 2, minimum=1)
+    WORKER_CLASS = _choice("GUNICORN_WORKER_CLASS", "gevent", WORKER_CLASSES)
+    WORKER_CONNECTIONS = _int("GUNICORN_WORKER_CONNECTIONS", 4000, minimum=1)  # gevent
+    THREADS = _int("GUNICORN_THREADS", 8, minimum=1)  # gthread only
+    TIMEOUT = _int("GUNICORN_TIMEOUT", 30)
+    ACCESS_LOG = _text("GUNICORN_ACCESS_LOG")  # off unless asked: it costs throughput
+    CONTROL_SOCKET = _bool("GUNICORN_CONTROL_SOCKET", False)
 
 
 class ConfigError(RuntimeError):
-    """The settings cannot run safely; the message says which one to fix."""
+    """The settings cannot run safely; the message says which one to fix.
 
-
-def check_limits(config: dict) -> None:
-    if not 1 <= config["MAX_BULK"] <= 65536:
-        raise ConfigError("MAX_BULK must be between 1 and 65536")
-    if config["MAX_BATCH_ANSWER"] < 1:
-        raise ConfigError("MAX_BATCH_ANSWER must be a positive number of bytes")
+    A RuntimeError, so that gunicorn prints it as "Error: ..." and exits with 1
+    when it is raised in the master (gunicorn.conf.py's `on_starting`)."""
 
 
 def resolve_secret_key(config: dict) -> None:
@@ -103,11 +225,3 @@ def resolve_secret_key(config: dict) -> None:
             return
         time.sleep(0.02)
     raise ConfigError(f"{key_file} is empty; delete it or set SECRET_KEY")
-
-
-def with_psycopg2(url: str) -> str:
-    """`postgresql://` means psycopg (3) to SQLAlchemy 2.1; we ship psycopg2."""
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg2://" + url.removeprefix(prefix)
-    return url

@@ -28,12 +28,16 @@ log = logging.getLogger("incident_rpc")
 
 
 def engine_options(config: dict[str, Any]) -> dict[str, Any]:
-    """Bounded waits everywhere: a dead database becomes a 503, never a hang."""
+    """Bounded waits everywhere: a dead database becomes a 503, never a hang.
+
+    hide_parameters: a failed statement's error (and so its logged traceback) names
+    the SQL but not the values, which are incident text, password hashes, tokens."""
     url = make_url(config["SQLALCHEMY_DATABASE_URI"])
     if url.get_backend_name() == "sqlite":
-        return {"connect_args": {"timeout": 15}}
+        return {"hide_parameters": True, "connect_args": {"timeout": 15}}
     timeout = config["DB_CONNECT_TIMEOUT"]
     return {
+        "hide_parameters": True,
         "pool_size": config["DB_POOL_SIZE"],
         "max_overflow": config["DB_POOL_SIZE"],
         "pool_timeout": timeout,
@@ -116,7 +120,14 @@ def startup_lock(engine: Engine) -> Iterator[None]:
 
 
 def ensure_first_admin(username: str | None, password: str | None) -> None:
-    if not (username and password) or db.session.scalar(select(User.id).limit(1)):
+    """The settings were checked at start-up (startup.admin_problems)."""
+    if db.session.scalar(select(User.id).limit(1)):
+        return
+    if not (username and password):
+        log.warning(
+            "no user exists: set ADMIN_USERNAME and ADMIN_PASSWORD, or run"
+            " flask --app wsgi user-create NAME --role admin"
+        )
         return
     db.session.add(User(username=username, password_hash=hash_password(password), role=Role.admin))
     db.session.commit()
