@@ -724,8 +724,11 @@ def test_watch_says_where_it_is_live_from(admin_cli: Cli, server: Server, admin:
     assert f"added     incident #{made['id']} [new] seen live  by admin" in line
     status, _ = watcher.interrupt()
     assert status == 130
-    live = admin_cli.background("watch", "--json")
-    assert live.error_line("connected") == "connected, live events only"
+    seen = server.rpc("history", admin, 200, id=made["id"])["data"]["events"][-1]["id"]
+    live = admin_cli.background("watch", "--json")  # the server's greeting says where
+    connected, position = live.error_line("connected").rsplit(" ", 1)
+    assert connected == "connected, live from event"
+    assert int(position) <= seen  # the last final event: lower while an older transaction holds events back
     made = server.rpc("create", admin, 201, description="seen live too")["data"]
     assert json.loads(live.line())["data"] == made
     assert live.interrupt()[0] == 130

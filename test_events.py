@@ -42,10 +42,23 @@ def connect(server: Server, token: str | None, since: int | None = None, path: s
     return websocket.create_connection(url, timeout=TIMEOUT, **kw)
 
 
+def greeting(ws: websocket.WebSocket) -> int:
+    """The position that the socket's first message, `subscribed`, names."""
+    opcode, data = ws.recv_data()  # answers pings on the way
+    assert opcode == websocket.ABNF.OPCODE_TEXT, (opcode, data)
+    message = json.loads(data)
+    assert set(message) == {"type", "position"} and message["type"] == "subscribed", message
+    return message["position"]
+
+
 def next_event(ws: websocket.WebSocket) -> dict[str, Any]:
+    """The next event, passing over the greeting as older clients do."""
     opcode, data = ws.recv_data()  # answers pings on the way
     assert opcode == websocket.ABNF.OPCODE_TEXT, (opcode, data)
     event = json.loads(data)
+    if event.get("type") == "subscribed":
+        assert set(event) == {"type", "position"}, event
+        return next_event(ws)
     assert set(event) == EVENT_KEYS, event
     return event
 
@@ -131,19 +144,18 @@ def test_events_of_commands_arrive_in_the_contract_shape(single: Server, single_
 
 
 def test_without_since_only_live_events_arrive(single: Server, single_token: str):
-    """No replay; live events from the moment the server subscribed the socket."""
+    """No replay: the socket starts at the last final event before its handshake, and
+    what is created the moment the handshake returns reaches it (test_subscribe.py)."""
     single.rpc("create", single_token, expect=201, description="before the socket")
     before = last_logged_id(single.database_url)
     ws = connect(single, single_token)
-    ws.settimeout(0.5)
-    for _ in range(20):  # the server subscribes a moment after the handshake
-        single.rpc("create", single_token, expect=201, description="live")
-        try:
-            first = next_event(ws)
-            break
-        except websocket.WebSocketTimeoutException:
-            continue
-    assert first["id"] > before and first["data"]["description"] == "live"
+    live = single.rpc("create", single_token, expect=201, description="live")
+    position = greeting(ws)
+    assert position <= before  # below it only while an older transaction held events back
+    ids = logged_ids(single.database_url, position)
+    received = events_until(ws, ids[-1])
+    assert [event["id"] for event in received] == ids
+    assert received[-1]["data"] == live["data"]
     ws.close()
 
 
@@ -273,6 +285,7 @@ def test_a_socket_ends_soon_after_its_session_does(single: Server, single_token:
     _, agent = new_user(single, single_token, "agent")
     ws = connect(single, agent)
     single.rpc("logout", agent, expect=200)
+    greeting(ws)
     assert close_of(ws) == (1008, "Invalid token")  # within EVENTS_REAUTH_INTERVAL (1 s)
 
 
@@ -296,12 +309,14 @@ def test_resume_with_since_misses_nothing_and_repeats_nothing(single: Server, si
 def test_idle_sockets_are_pinged_and_dead_peers_dropped(single: Server, single_token: str):
     held_before = client_connections(single)
     idle = connect(single, single_token)
+    greeting(idle)
     opcode, _ = idle.recv_data(control_frame=True)
     assert opcode == websocket.ABNF.OPCODE_PING
     dead = [connect(single, single_token) for _ in range(10)]  # never read, never answer
     assert client_connections(single) >= held_before + 11
     time.sleep(4)  # two ping intervals and then some
     for ws in dead:
+        greeting(ws)
         assert close_of(ws) == (1008, "Ping/Pong timeout")
     idle.close()
     time.sleep(1)
@@ -356,6 +371,7 @@ def test_a_slow_subscriber_is_closed_and_others_carry_on(new_database_url, tmp_p
         ids = logged_ids(server.database_url, since)
         assert [event["id"] for event in fast_received] == ids
         slow_received: list[int] = []
+        assert greeting(slow) == since
         while True:
             frame = slow.recv_frame()
             if frame.opcode != websocket.ABNF.OPCODE_TEXT:

@@ -248,7 +248,10 @@ def subscribers(pipe: Any) -> None:
                     raw.sendall(pong(payload))
                     raw.setblocking(False)
                 elif opcode == 0x1:
-                    mark = (group, json.loads(payload)["data"]["id"])
+                    message = json.loads(payload)
+                    if message.get("type") == "subscribed":
+                        continue  # incident_rpc's greeting, not an event
+                    mark = (group, message["data"]["id"])
                     times = receipts.setdefault(mark, [])
                     times.append(now)
                     if len(times) == sizes[group]:

@@ -1,11 +1,14 @@
 """The change-event channel, `/ws` and `/api/v1/ws` (contract section 6).
 
 A connection authenticates (query `token=`, or a first `{"token": ...}` message;
-anything wrong gets no events and a 1008 close), joins this process's bus, replays
-the log after `since` from the database, then sends live events, skipping ids it
-has already looked at. Joining before replaying leaves no gap; skipping by id
-leaves no duplicate. A reporter gets only the events of incidents it created
-(access.py), and the token is checked again every EVENTS_REAUTH_INTERVAL seconds.
+anything wrong gets no events and a 1008 close), joins this process's bus, says
+`{"type": "subscribed", "position": N}`, replays the log after N from the database,
+then sends live events, skipping ids it has already looked at. N is `since`, or else
+the last event final before the handshake's 101 went out: what commits once the
+client is connected reaches it, however late its token comes. Joining before
+replaying leaves no gap; skipping by id leaves no duplicate. A reporter gets only
+the events of incidents it created (access.py), and the token is checked again
+every EVENTS_REAUTH_INTERVAL seconds.
 A subscriber whose queue overflows is closed with 1013 and told where to resume;
 a stopping worker closes with 1001 the same way.
 
@@ -24,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 from simple_websocket import ConnectionClosed, Server
 
 from . import access, events, fanout, jsonio
@@ -151,6 +154,19 @@ def without_compression() -> None:
     request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
 
+@bp.before_request
+def start_position() -> None:
+    """Where a socket without `since` starts, taken before flask-sock sends the 101: a
+    client may act the moment its handshake returns, before its token has even been
+    read, and what commits then must reach it. Taken for every socket (one indexed
+    read): a first message may still bring or unset `since`."""
+    try:
+        with fanout.bus().engine.connect() as connection:
+            g.events_start = events.last_event_id(connection)
+    except Exception as error:  # told after the handshake, like any other refusal
+        g.events_start = _refusal(error)
+
+
 def _event_id(value: Any) -> int:
     if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
@@ -179,11 +195,15 @@ def _reader(token: Any) -> str | None:
     try:
         return access.confined_to(authenticate(token))
     except Exception as error:
-        failure = classify(error)
-        code = POLICY_VIOLATION if failure.status == 401 else TRY_AGAIN_LATER
-        raise Refusal(code, failure.message) from error
+        raise _refusal(error) from error
     finally:
         db.session.remove()  # hold no connection (nor SQLite's write lock) while streaming
+
+
+def _refusal(error: Exception) -> Refusal:
+    failure = classify(error)
+    code = POLICY_VIOLATION if failure.status == 401 else TRY_AGAIN_LATER
+    return Refusal(code, failure.message)
 
 
 def _replay(
@@ -236,9 +256,11 @@ def _serve(ws: Server, shared: SharedSocket) -> None:
         raise Refusal(TRY_AGAIN_LATER, "the database is unavailable; retry later") from error
     shared.on_close = guard.on_flood = subscriber.wake
     try:
-        if since is None:  # live only: from what is committed now, not what the bus has seen
-            with bus.engine.connect() as connection:
-                since = events.last_event_id(connection)
+        if since is None:  # live only: from what was committed before the 101
+            since = g.events_start
+            if isinstance(since, Refusal):
+                raise since
+        shared.send(text_frame(json.dumps({"type": "subscribed", "position": since})))
         position = _replay(ws, shared, subscriber, since, owner)
         subscriber.go_live(shared, owner, position)
         _stream(ws, subscriber, guard, token)
