@@ -75,7 +75,7 @@ def post_worker_init(worker) -> None:
 # clients parse JSON. gunicorn 27 writes all of them through `util.write_error`
 # (workers/base.py, `handle_error`), so that is where the envelope goes in.
 # test_availability.py checks that this still holds.
-REFUSAL_LINGER, REFUSAL_DRAIN = 2.0, 64 * 1024 * 1024  # seconds, bytes (intake.MAX_DRAIN)
+REFUSAL_LINGER, REFUSAL_DRAIN = 2.0, 64 * 1024 * 1024  # seconds, bytes (request_body.MAX_DRAIN)
 _REFUSALS = {
     400: "the HTTP request is malformed",
     403: "the request is forbidden",

@@ -728,7 +728,9 @@ def test_watch_says_where_it_is_live_from(admin_cli: Cli, server: Server, admin:
     live = admin_cli.background("watch", "--json")  # the server's greeting says where
     connected, position = live.error_line("connected").rsplit(" ", 1)
     assert connected == "connected, live from event"
-    assert int(position) <= seen  # the last final event: lower while an older transaction holds events back
+    assert (
+        int(position) <= seen
+    )  # the last final event: lower while an older transaction holds events back
     made = server.rpc("create", admin, 201, description="seen live too")["data"]
     assert json.loads(live.line())["data"] == made
     assert live.interrupt()[0] == 130

@@ -26,8 +26,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         endpoint,
         fanout,
         health,
-        intake,
         logs,
+        request_body,
         rpc,
         startup,
         websocket,
@@ -53,7 +53,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=database.MIGRATIONS)
     sock.init_app(app)
-    intake.init_app(app)  # first: a body on its way takes no admission slot
+    request_body.init_app(app)  # first: a body on its way takes no admission slot
     admission.init_app(app)
     app.register_blueprint(rpc.bp)
     app.register_blueprint(endpoint.bp)

@@ -13,7 +13,7 @@ connection) and the health probes do not count, and a command queued for a group
 commit gives its slot up while it waits (`step_aside`): it does no work until its
 answer comes back, and the bigger the group, the cheaper each of its commands.
 
-A request takes its slot only once its body is in (intake.py): a slow sender
+A request takes its slot only once its body is in (request_body.py): a slow sender
 cannot hold one. The health probe asks `stalled_for` whether the worker is
 saturated: every slot taken, and none has changed hands for that long, i.e. even
 the youngest request at work has been at it that long."""

@@ -19,6 +19,7 @@ that never comes: 300 MiB in 4.5 s). A client that keeps sending is closed with
 client still reads the close frame instead of a connection reset.
 """
 
+import json
 import logging
 import os
 import socket
