@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from conftest import ROOT, Server, free_port
+from conftest import ROOT, Server, free_port, system_tool
 from test_operations import Cluster  # a PostgreSQL cluster of our own, here with passwords
 
 # A password no URL survives unescaped, and compose passes on as it is.
@@ -31,13 +31,12 @@ def requirement_names(path: Path) -> set[str]:
 
 
 def compose_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    if shutil.which("docker-compose") is None:
-        pytest.skip("docker-compose is not installed (Debian: apt-get install docker-compose)")
+    compose = system_tool("docker-compose", package="docker-compose")
     shutil.copy(ROOT / "docker-compose.yml", tmp_path)  # not beside a developer's own .env
     settings = {"SECRET_KEY": "k" * 8, "POSTGRES_PASSWORD": AWKWARD_PASSWORD,
                 "ADMIN_PASSWORD": "admin-password", **env}  # fmt: skip
     return subprocess.run(
-        ["docker-compose", "config"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        [compose, "config"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
         env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), **settings},
     )  # fmt: skip
 
