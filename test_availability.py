@@ -245,7 +245,9 @@ def rss_mib(pid: int) -> float:
 
 def subscribe(server: Server, token: str) -> websocket.WebSocket:
     url = f"ws://127.0.0.1:{server.port}/ws?token={token}"
-    return websocket.create_connection(url, timeout=15)
+    ws = websocket.create_connection(url, timeout=15)
+    assert json.loads(ws.recv())["type"] == "subscribed"  # the greeting comes first
+    return ws
 
 
 def close_frame(ws: websocket.WebSocket, found: dict[str, Any]) -> None:

@@ -282,6 +282,7 @@ def test_a_good_first_message_still_subscribes(server: Server, token: str) -> No
     # `since`: the event is replayed even if it commits before the socket is live
     ws.send(json.dumps({"token": token, "since": last_event_id(server)}))
     created = server.rpc("create", token, expect=201, description=unique("first message"))
+    assert json.loads(ws.recv())["type"] == "subscribed"
     event = json.loads(ws.recv())
     assert event["type"] == "added" and event["data"] == created["data"]
     ws.close()
