@@ -107,10 +107,13 @@ def test_acknowledging_keeps_a_status_other_than_new(server, token, agent) -> No
     }
 
 
-@pytest.mark.parametrize("closing", ["resolve", "fake"])
+@pytest.mark.parametrize("closing", ["resolve", "fake", "acknowledge-then-resolve"])
 def test_a_closed_incident_cannot_be_acknowledged(server, token, agent, closing: str) -> None:
     made = create(server, token)
-    if closing == "resolve":
+    if closing == "acknowledge-then-resolve":  # closed first: 409, not "again: 200"
+        server.rpc("acknowledge", token, 200, id=made["id"])
+        server.rpc("resolve", token, 200, id=made["id"])
+    elif closing == "resolve":
         server.rpc("resolve", token, 200, id=made["id"])
     else:
         server.rpc("update", token, 200, id=made["id"], status="fake")
