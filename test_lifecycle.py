@@ -7,6 +7,8 @@ acknowledgement, `acknowledge`/`resolve`/`update` by `dedup_key`, and the
 
 import json
 import secrets
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 import requests
 import websocket
 
-from conftest import Server
+from conftest import ROOT, Server
 
 PASSWORD = "correct horse battery"
 NATIVE, LEGACY, JSONRPC = "native", "legacy", "jsonrpc"
@@ -448,3 +450,36 @@ def test_user_update_takes_only_json_booleans(server, token, people) -> None:
     for value in (1, 0, "true"):
         server.rpc("user_update", token, 400, username=name, disabled=value)
     server.rpc("whoami", credential, 200)  # not disabled by a 1
+
+
+# ---------------------------------------------------------------- the migration
+
+
+def test_rows_from_before_the_migration_read_as_unacknowledged(new_database_url, tmp_path) -> None:
+    server = Server(new_database_url(), tmp_path / "instance", workers=1).start()
+    try:
+        admin = server.login()
+        made = create(server, admin)
+        server.rpc("acknowledge", admin, 200, id=made["id"])
+    finally:
+        server.stop()
+
+    def flask(*args: str) -> None:
+        env = {**server.env, "AUTO_MIGRATE": "0"}
+        command = [sys.executable, "-m", "flask", "--app", "wsgi", "db", *args]
+        subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+
+    flask("downgrade", "0004")  # the columns go: the row is as it was before them
+    flask("upgrade")
+    server.start()
+    try:
+        admin = server.login()
+        got = get(server, admin, made["id"])
+        assert got["acknowledged_at"] is None and got["acknowledged_by"] is None
+        assert got["status"] == "processing"
+        unacknowledged = server.rpc("get_all", admin, 200, acknowledged=False)["data"]
+        assert made["id"] in {incident["id"] for incident in unacknowledged["incidents"]}
+        again = server.rpc("acknowledge", admin, 200, id=made["id"])["data"]
+        assert again["acknowledged_by"] == "admin" and again["status"] == "processing"
+    finally:
+        server.stop()
