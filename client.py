@@ -10,6 +10,7 @@ Copy this one file anywhere: it imports nothing from the service, only `requests
     python client.py get 7
     python client.py update 7 --status processing
     python client.py assign 7 alice            # comment 7 "...", comments 7, history 7
+    python client.py acknowledge 7             # or --dedup-key KEY: the open one with it
     python client.py resolve 7 --resolution "rebooted"
     python client.py watch --since 0           # change events as they arrive
     python client.py batch commands.json       # a JSON array of commands; - reads stdin
@@ -46,6 +47,7 @@ STATUSES = ("new", "processing", "completed", "fake", "unknown")
 SEVERITIES = ("low", "medium", "high", "critical")
 SOURCES = ("operator", "monitoring", "partner", "unknown")
 ROLES = ("reporter", "agent", "admin")
+KEY_ROLES = (*ROLES, "monitor")  # monitor: acknowledges and resolves what it raised
 
 
 # -- Failures ------------------------------------------------------------------------------
@@ -249,6 +251,9 @@ def incident_lines(incident: dict[str, Any]) -> list[str]:
         ("created", created),
         ("updated", f"{incident.get('updated_at')} (version {incident.get('version')})"),
     ]
+    if incident.get("acknowledged_at"):
+        taken = f"{incident['acknowledged_at']} by {incident.get('acknowledged_by')}"
+        rows.append(("acknowledged", taken))
     if incident.get("resolved_at"):
         resolution = f": {incident['resolution']}" if incident.get("resolution") else ""
         resolved = f"{incident['resolved_at']} by {incident.get('resolved_by')}{resolution}"
@@ -428,6 +433,7 @@ BULK_FILTER = arg(
 )  # fmt: skip
 PASSWORD = arg("--password", help="asked for when not given (a command line shows in ps)")
 ROLE = arg("--role", choices=ROLES, default="reporter", help="default: reporter")
+KEY_ROLE = arg("--role", choices=KEY_ROLES, default="reporter", help="default: reporter")
 CHANGES = ("title", "description", "status", "severity", "source", "details", "assignee")
 
 
@@ -558,11 +564,15 @@ def resolve(client: Client, args: argparse.Namespace) -> Output:
     return Output(incident, incident_lines(incident))
 
 
-# acknowledge: the server has no such action yet (another issue adds it). When it lands,
-# its command goes here, in the shape of `resolve` above:
-#     @command("acknowledge", "take an incident on", ID)
-#     def acknowledge(client, args): ... client.call("acknowledge", id=args.id) ...
-# Until then `client.py call acknowledge id=7` reaches it, like any action.
+@command("acknowledge", "take an incident on: who and when; new becomes processing",
+         arg("id", type=int, nargs="?", help="incident id (or --dedup-key)"),
+         arg("--dedup-key", help="instead of an id: the open incident with this key"))  # fmt: skip
+def acknowledge(client: Client, args: argparse.Namespace) -> Output:
+    if (args.id is None) == (args.dedup_key is None):
+        raise UsageError("give an incident id or --dedup-key, one of the two")
+    target = {"id": args.id} if args.id is not None else {"dedup_key": args.dedup_key}
+    incident = client.call("acknowledge", **target)
+    return Output(incident, incident_lines(incident))
 
 
 @command("assign", "give an incident to an agent", ID,
@@ -658,7 +668,7 @@ def keys_list(client: Client, args: argparse.Namespace) -> Output:
     return Output(keys, [key_row(key) for key in keys["keys"]] or ["no keys"])
 
 
-@command("keys create", "a key for a monitoring agent; shown this once", arg("name"), ROLE)
+@command("keys create", "a key for a monitoring agent; shown this once", arg("name"), KEY_ROLE)
 def keys_create(client: Client, args: argparse.Namespace) -> Output:
     made = client.call("key_create", name=args.name, role=args.role)
     return Output(made, [

@@ -347,7 +347,8 @@ COMMAND_OF = {
     "authorization": "login", "logout": "logout", "whoami": "whoami",
     "password_change": "passwd", "register": "register",
     "create": "create", "get_all": "list", "get": "get", "update": "update",
-    "resolve": "resolve", "assign": "assign", "comment": "comment", "comments": "comments",
+    "resolve": "resolve", "acknowledge": "acknowledge", "assign": "assign",
+    "comment": "comment", "comments": "comments",
     "history": "history", "resolve_many": "resolve-many", "update_many": "update-many",
     "user_create": "users create", "user_list": "users list", "user_update": "users role",
     "key_create": "keys create", "key_list": "keys list", "key_revoke": "keys revoke",
@@ -376,8 +377,8 @@ def test_every_action_of_the_server_has_a_command(tmp_path: Path, open_server: S
 def test_call_reaches_any_action_by_name(admin_cli: Cli, server: Server, admin: str) -> None:
     made = server.rpc("create", admin, 201, description="called by name")["data"]
     assert admin_cli.json("call", "get", f"id={made['id']}") == made
-    failed = admin_cli.run("call", "acknowledge", f"id={made['id']}", expect=1)
-    assert failed.stderr == "error 404: unknown action 'acknowledge'\n"
+    failed = admin_cli.run("call", "frobnicate", f"id={made['id']}", expect=1)
+    assert failed.stderr == "error 404: unknown action 'frobnicate'\n"
 
 
 # ---------------------------------------------------------------- output and options
@@ -581,6 +582,26 @@ def test_comment_comments_history_and_assign(cli: Cli, server: Server) -> None:
     assert cli.run("comments", str(made["id"] + 10**6), expect=1).stderr.startswith("error 404")
 
 
+def test_acknowledge_by_id_or_dedup_key(cli: Cli, server: Server) -> None:
+    agent, password = person(server, "agent")
+    token = server.login(agent, password)
+    key = unique("pump")
+    by_key = server.rpc("create", token, 201, description="pump 1", dedup_key=key)["data"]
+    by_id = server.rpc("create", token, 201, description="pump 2")["data"]
+    cli.sign_in(agent, password)
+    lines = cli.run("acknowledge", str(by_id["id"])).stdout.splitlines()
+    assert "  status       processing" in lines
+    assert any(line.startswith("  acknowledged 20") and line.endswith(f" by {agent}")
+               for line in lines)  # fmt: skip
+    assert cli.json("acknowledge", "--dedup-key", key)["id"] == by_key["id"]
+    assert cli.run("acknowledge", expect=2).stderr.endswith("one of the two\n")
+    both = cli.run("acknowledge", str(by_id["id"]), "--dedup-key", key, expect=2)
+    assert both.stderr.endswith("one of the two\n")
+    assert cli.run("acknowledge", "--dedup-key", unique("none"), expect=1).stderr.startswith(
+        "error 404"
+    )
+
+
 def test_bulk_commands(cli: Cli, server: Server) -> None:
     agent, password = person(server, "agent")
     token = server.login(agent, password)
@@ -617,8 +638,8 @@ def test_user_commands(admin_cli: Cli, server: Server) -> None:
 
 def test_key_commands(admin_cli: Cli, server: Server) -> None:
     name = unique("nagios")
-    made = admin_cli.run("keys", "create", name, "--role", "reporter").stdout.splitlines()
-    found = re.fullmatch(rf"key #(\d+) {name} \(reporter\): (\S+)", made[0])
+    made = admin_cli.run("keys", "create", name, "--role", "monitor").stdout.splitlines()
+    found = re.fullmatch(rf"key #(\d+) {name} \(monitor\): (\S+)", made[0])
     assert found and "shown this once" in made[1], made
     number, key = found.groups()
     agent = Cli(admin_cli.home, server.url)

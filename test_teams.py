@@ -81,7 +81,9 @@ def cast(server: Server, token: str) -> Cast:
 # another reporter's incident ("stranger"; only where an incident is involved).
 
 COLUMNS = ("admin", "agent", "reporter", "key", "stranger")
-INCIDENT_ACTIONS = {"get", "update", "resolve", "assign", "comment", "comments", "history"}
+INCIDENT_ACTIONS = {
+    "get", "update", "resolve", "acknowledge", "assign", "comment", "comments", "history",
+}  # fmt: skip
 TABLE: dict[str, tuple[int, int, int, int, int | None]] = {
     "whoami": (200, 200, 200, 200, None),
     "logout": (200, 200, 200, 403, None),
@@ -97,6 +99,7 @@ TABLE: dict[str, tuple[int, int, int, int, int | None]] = {
     "get": (200, 200, 200, 200, 404),
     "update": (200, 200, 403, 403, 403),
     "resolve": (200, 200, 403, 403, 403),
+    "acknowledge": (200, 200, 403, 403, 403),
     "assign": (200, 200, 403, 403, 403),
     "comment": (201, 201, 201, 201, 404),
     "comments": (200, 200, 200, 200, 404),
@@ -522,7 +525,7 @@ def test_comments_oldest_first_and_history_tells_every_change(cast: Cast) -> Non
     events = server.rpc("history", reporter_token, expect=200, id=incident_id)["data"]["events"]
     assert [(e["type"], e["actor"]) for e in events] == [
         ("added", reporter), ("commented", reporter), ("assigned", agent),
-        ("updated", agent), ("commented", agent), ("resolved", agent),
+        ("updated", agent), ("acknowledged", agent), ("commented", agent), ("resolved", agent),
     ]  # fmt: skip
     assert [e["id"] for e in events] == sorted(e["id"] for e in events)
     assert all(set(e) == {"id", "type", "actor", "at", "changes"} and e["at"] for e in events)
@@ -532,7 +535,8 @@ def test_comments_oldest_first_and_history_tells_every_change(cast: Cast) -> Non
     assert changes[1] == {"comment": {"id": first["data"]["id"], "text": "Floor 3"}}
     assert changes[2] == {"assignee": [None, agent]}
     assert changes[3] == {"status": ["new", "processing"]}
-    assert changes[5] == {"status": ["processing", "completed"]}
+    assert changes[4] == {"acknowledged_by": [None, agent]}  # the update acknowledged it
+    assert changes[6] == {"status": ["processing", "completed"]}
 
 
 # ---------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Who may read which incident: the one rule that every reading path applies.
 
 Admins and agents read every incident; a reporter (a person, or an API key with
-that role) reads only the incidents it created. Whatever a caller may not read
-is answered as if it did not exist (404), so ids reveal nothing. The actions
+that role) reads only the incidents it created, and so does a `monitor` key: the
+actions it may do beyond a reporter's (`acknowledge`, `resolve`) find their
+incident through this rule too, so it acts only on the incidents it raised.
+Whatever a caller may not read is answered as if it did not exist (404), so ids
+reveal nothing. The actions
 (`find`, `get_all`, comments, history), the legacy list and the live channel all
 go through the functions below, and they all derive from `confined_to`.
 """

@@ -22,9 +22,11 @@ from . import keys, offload
 from .errors import BadCredentials, ExpiredToken, InvalidToken, MissingToken
 from .extensions import db
 from .fields import MAX_ID
-from .models import Role, User
+from .models import KeyRole, Role, User
 
-ROLE_RANK = {Role.reporter: 1, Role.agent: 2, Role.admin: 3}
+# A monitor key ranks as a reporter; the actions it may do beyond that say so
+# (`@action(..., monitor=True)`), and access.py confines it to what it raised.
+ROLE_RANK: dict[str, int] = {Role.reporter: 1, KeyRole.monitor: 1, Role.agent: 2, Role.admin: 3}
 _TOKEN_SALT = "incident-rpc-token"
 # The per-request check reads the table's columns, not the mapped class's: a
 # Core SELECT skips the ORM's compile and result layers (about 90 us of CPU each).
@@ -44,7 +46,11 @@ class Caller:
     key_id: int | None = None
 
     def has_role(self, needed: str) -> bool:
-        return ROLE_RANK[Role(self.role)] >= ROLE_RANK[Role(needed)]
+        return ROLE_RANK[self.role] >= ROLE_RANK[needed]
+
+    @property
+    def is_monitor(self) -> bool:
+        return self.role == KeyRole.monitor
 
 
 def hash_password(password: str) -> str:

@@ -68,6 +68,20 @@ def choice(enum: type[StrEnum], message: str | None = None, **kwargs: Any) -> Te
     return Text(validate=[validate.OneOf(values, error=message)], **kwargs)
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON true or false, nothing that merely looks like one: not "true", and not 1 or
+    0 either, which Python's sets of truthy values take (1 == True)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if type(value) is not bool:
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+def strict_boolean(**kwargs: Any) -> fields.Boolean:
+    return StrictBoolean(**kwargs)
+
+
 def identifier(**kwargs: Any) -> fields.Integer:
     """A row id: a JSON integer (not a float, bool or string) in 1..2**63-1."""
     return fields.Integer(strict=True, validate=validate.Range(1, MAX_ID), **kwargs)

@@ -69,6 +69,16 @@ class Role(enum.StrEnum):
     reporter = "reporter"
 
 
+class KeyRole(enum.StrEnum):
+    """The roles of an API key: a user's, or `monitor` (a reporter that may also
+    acknowledge and resolve the incidents it raised; access.py)."""
+
+    admin = "admin"
+    agent = "agent"
+    reporter = "reporter"
+    monitor = "monitor"
+
+
 class Status(enum.StrEnum):
     new = "new"
     processing = "processing"
@@ -145,6 +155,10 @@ class Incident(db.Model):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resolved_by: Mapped[str | None] = mapped_column(String(64))
     resolution: Mapped[str | None] = mapped_column(Text)
+    # Set once, by the first `acknowledge` (or update to processing); cleared when the
+    # incident goes back to `new`, so that it waits for someone again.
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
     assignee: Mapped[str | None] = mapped_column(String(64))  # an agent's username
     # Every UPDATE says "WHERE version = <the one read>": two writers that read the
     # same version cannot both win (StaleDataError becomes a 409).

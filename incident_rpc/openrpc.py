@@ -69,6 +69,7 @@ def method(spec: Action) -> dict[str, Any]:
         "result": {"name": f"{spec.name}_result", "schema": output},
         "x-role": spec.role,
         "x-changes": spec.changes,
+        "x-monitor": spec.monitor,  # a monitor key may call it, on what it raised
     }
 
 

@@ -3,7 +3,8 @@
 An action is declared once with `@action(...)`: its name, parameter schema, the
 role it needs, its output schema, whether it changes anything (then it takes a
 `request_id`, see replay.py), whether it may revoke credentials or change what a
-user may do (then a batch checks its tokens again after it) and, optionally, the
+user may do (then a batch checks its tokens again after it), whether a `monitor`
+API key may call it below its role and, optionally, the
 legacy dialect's versions of each, and a `many` handler for consecutive commands
 of a batch. `execute` (and
 `execute_many` for such runs) owns everything around a handler: lookup,
@@ -83,6 +84,9 @@ class Action:
     # True: it may revoke a credential or change a user's rights (logout, key_revoke,
     # user_update, ...): a batch forgets the callers it has checked once it succeeds.
     revokes: bool = False
+    # True: a `monitor` API key may call it too, below its role; access.py confines
+    # such a key to the incidents it raised.
+    monitor: bool = False
 
 
 ACTIONS: dict[str, Action] = {}
@@ -103,6 +107,7 @@ def action(
     many: ManyHandler | None = None,
     reads_only: bool = False,
     revokes: bool = False,
+    monitor: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under `name`; see the module docstring."""
 
@@ -112,7 +117,7 @@ def action(
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
             legacy_params, legacy_output, legacy_handler, changes, enabled_by, many, reads_only,
-            revokes,
+            revokes, monitor,
         )  # fmt: skip
         return handler
 
@@ -172,7 +177,7 @@ def _prepare(
     caller = None
     if spec.role is not None:
         caller = _caller(command.get("token", header_token), batch)
-        if not caller.has_role(spec.role):
+        if not caller.has_role(spec.role) and not (spec.monitor and caller.is_monitor):
             raise Forbidden()
     params = {key: value for key, value in command.items() if key not in ("action", "token")}
     request_id = replay.take_request_id(params) if spec.changes else None

@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
-from .fields import Cursor, Document, Text, Timestamp, choice, identifier
+from .fields import Cursor, Document, Text, Timestamp, choice, identifier, strict_boolean
 from .models import Severity, Source, Status
 
 
@@ -57,6 +57,7 @@ class ListParams(Params):
     severity = choice(Severity)
     assignee = Text(allow_none=True, max_length=64)  # null: the unassigned ones
     created_by = Text(max_length=64)
+    acknowledged = strict_boolean()
     limit = fields.Integer(strict=True, load_default=100, validate=validate.Range(1, 1000))
     cursor = Cursor()
 
@@ -65,20 +66,45 @@ class IdParams(Params):
     id = identifier(required=True)
 
 
-class UpdateParams(IncidentFields):
-    id = identifier(required=True)
+def open_dedup_key() -> Text:
+    """`dedup_key` in place of `id` (TargetParams). Each schema declares it after its
+    other fields: JSON-RPC takes parameters by position, in declaration order, and
+    the older ones keep their places."""
+    return Text(blank=False, max_length=255)
+
+
+class TargetParams(Params):
+    """One incident: by `id`, or the one open incident with a `dedup_key` (its sender
+    may not know the id), exactly one of the two."""
+
+    id = identifier()
+
+    @validates_schema
+    def id_or_dedup_key(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if ("id" in data) == ("dedup_key" in data):
+            raise ValidationError("Give either id or dedup_key.", "_schema")
+
+
+class UpdateParams(TargetParams, IncidentFields):
+    id = identifier()
     status = choice(Status)
     assignee = Text(allow_none=True, max_length=64)
     version = fields.Integer(strict=True, validate=validate.Range(1, 2**31 - 1))
+    dedup_key = open_dedup_key()
 
     @validates_schema
     def something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if not set(data) - {"id", "version"}:
+        if not set(data) - {"id", "dedup_key", "version"}:
             raise ValidationError("Give at least one field to change.", "_schema")
 
 
-class ResolveParams(IdParams):
+class ResolveParams(TargetParams):
     resolution = Text(allow_none=True, max_length=10000)
+    dedup_key = open_dedup_key()
+
+
+class AcknowledgeParams(TargetParams):
+    dedup_key = open_dedup_key()
 
 
 class OneOrMany(fields.Field):
@@ -231,6 +257,8 @@ class IncidentOut(FlatOut):
     resolved_at = Timestamp()
     resolved_by = fields.String()
     resolution = fields.String()
+    acknowledged_at = Timestamp()
+    acknowledged_by = fields.String()
     assignee = fields.String()
     version = fields.Integer()
     dedup_key = fields.String()

@@ -8,8 +8,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from .fields import Text, Timestamp, choice
-from .models import Role
+from .fields import Text, Timestamp, choice, strict_boolean
+from .models import KeyRole, Role
 from .schemas import IdParams, Params
 
 USERNAME = validate.Regexp(
@@ -21,11 +21,6 @@ KEY_NAME = validate.Regexp(
     r"\A[A-Za-z0-9][A-Za-z0-9._@-]{0,59}\Z",
     error="1 to 60 characters: letters, digits and . _ @ - (not first).",
 )
-
-
-def strict_boolean(**kwargs: Any) -> fields.Boolean:
-    """JSON true or false, nothing that merely looks like one."""
-    return fields.Boolean(truthy={True}, falsy={False}, **kwargs)
 
 
 class NoParams(Params):
@@ -60,7 +55,7 @@ class PasswordChangeParams(Params):
 
 class KeyCreateParams(Params):
     name = Text(required=True, validate=[KEY_NAME])
-    role = choice(Role, load_default=Role.reporter.value)
+    role = choice(KeyRole, load_default=Role.reporter.value)  # users cannot be monitors
 
 
 class AssignParams(IdParams):

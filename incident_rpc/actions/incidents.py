@@ -1,4 +1,4 @@
-"""Incident actions: create, get, get_all, update, resolve, assign.
+"""Incident actions: create, get, get_all, update, acknowledge, resolve, assign.
 
 Handlers only: they receive validated parameters and the caller, change rows,
 record the event in the same transaction and return the object to dump.
@@ -22,6 +22,7 @@ from ..extensions import db
 from ..models import BigId, Incident, Role, Status, User, UTCDateTime, utcnow
 from ..rpc import Context, Reply, action
 from ..schemas import (
+    AcknowledgeParams,
     CreateParams,
     IdParams,
     ListParams,
@@ -41,13 +42,36 @@ Created = dict[str, Any] | Incident | Reply  # a new row's columns; a dedup_key'
 _INSERT = insert(INCIDENTS).returning(*INCIDENTS.c, sort_by_parameter_order=True)
 
 
-def find(incident_id: int, caller: Caller) -> Incident:
-    """The incident if this caller may read it; otherwise 404, exactly as for no incident."""
-    incident = db.session.get(Incident, incident_id)
+def find(incident_id: int, caller: Caller, lock: bool = False) -> Incident:
+    """The incident if this caller may read it; otherwise 404, exactly as for no incident.
+
+    With `lock`, its row stays locked to the end of the transaction (FOR UPDATE; SQLite
+    serializes writers anyway), read afresh even if the session already holds it."""
+    incident = db.session.get(
+        Incident, incident_id, with_for_update=lock or None, populate_existing=lock
+    )
     if incident is None or not access.may_read(caller, incident.created_by):
         raise NotFound(
             f"no incident with id {incident_id}", legacy_message="Incident have not found"
         )
+    return incident
+
+
+CLOSED = (Status.completed, Status.fake)  # as models.OPEN_DEDUP_KEY: no longer open
+
+
+def find_target(params: dict[str, Any], caller: Caller, lock: bool = False) -> Incident:
+    """The incident that `id` names, or the one open incident with `dedup_key`
+    (schemas.TargetParams): 404 when there is none the caller may read."""
+    if "id" in params:
+        return find(params["id"], caller, lock)
+    key = params["dedup_key"]
+    query = select(Incident).where(Incident.dedup_key == key, Incident.status.not_in(CLOSED))
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    incident = db.session.scalars(query).first()  # at most one: uq_incidents_open_dedup_key
+    if incident is None or not access.may_read(caller, incident.created_by):
+        raise NotFound(f"no open incident with dedup_key {key[:64]!r}")
     return incident
 
 
@@ -57,9 +81,12 @@ FILTERS = ("status", "source", "severity", "assignee", "created_by")
 
 
 @lru_cache(maxsize=256)
-def page_query(filters: tuple[tuple[str, bool], ...], owner: bool, after: bool) -> Select:
+def page_query(
+    filters: tuple[tuple[str, bool], ...], owner: bool, after: bool, acknowledged: bool | None
+) -> Select:
     """The SELECT of one shape of `get_all` (which filters, each `IS NULL` or equal to a
-    value; confined to an owner, access.confined_to; after a cursor), built once and
+    value; confined to an owner, access.confined_to; after a cursor; acknowledged or
+    not, when asked: no value to bind, so each answer is a shape), built once and
     reused with its values bound per request: building, hashing and looking up a
     statement on every request cost more CPU than PostgreSQL spends running it."""
     query = select(*PAGE_COLUMNS)
@@ -68,6 +95,9 @@ def page_query(filters: tuple[tuple[str, bool], ...], owner: bool, after: bool) 
     for name, is_null in filters:  # assignee None: "IS NULL", the unassigned ones
         column = INCIDENTS.c[name]
         query = query.where(column.is_(None) if is_null else column == bindparam(name))
+    if acknowledged is not None:
+        column = INCIDENTS.c.acknowledged_at
+        query = query.where(column.is_not(None) if acknowledged else column.is_(None))
     if after:
         position = (bindparam("after_at", type_=UTCDateTime), bindparam("after_id", type_=BigId))
         query = query.where(tuple_(INCIDENTS.c.created_at, INCIDENTS.c.id) < tuple_(*position))
@@ -141,7 +171,7 @@ def get_all(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """One page, newest first; the cursor is the (created_at, id) of the page's last row."""
     filters = tuple((name, params[name] is None) for name in FILTERS if name in params)
     owner = access.confined_to(ctx.caller)
-    query = page_query(filters, owner is not None, "cursor" in params)
+    query = page_query(filters, owner is not None, "cursor" in params, params.get("acknowledged"))
     values = {name: params[name] for name, is_null in filters if not is_null}
     values.update(owner=owner, limit=params["limit"] + 1)
     if "cursor" in params:
@@ -171,12 +201,27 @@ def apply_changes(
     for name, (_, new) in changes.items():
         setattr(incident, name, new)
     incident.updated_at = now
+    acknowledged = None
     if "status" in changes:
         completed = incident.status == Status.completed
         incident.resolved_at = now if completed else None
         incident.resolved_by = actor if completed else None
+        acknowledged = _acknowledgement_follows(incident, actor, now)
     events.record("updated", incident, actor, changes)
+    if acknowledged:  # every acknowledgement has its event, however it came about
+        events.record("acknowledged", incident, actor, acknowledged)
     return changes
+
+
+def _acknowledgement_follows(incident: Incident, actor: str, now: datetime) -> dict | None:
+    """After a status change: taking an unacknowledged incident to `processing`
+    acknowledges it (its event's changes answered); back to `new`, it waits again."""
+    if incident.status == Status.new:
+        incident.acknowledged_at = incident.acknowledged_by = None
+    elif incident.status == Status.processing and incident.acknowledged_at is None:
+        incident.acknowledged_at, incident.acknowledged_by = now, actor
+        return {"acknowledged_by": [None, actor]}
+    return None
 
 
 @action(
@@ -185,7 +230,7 @@ def apply_changes(
 )  # fmt: skip
 def update(ctx: Context, params: dict[str, Any]) -> Incident:
     """Change the given fields; with `version`, only if nobody changed it since."""
-    incident = find(params["id"], ctx.caller)
+    incident = find_target(params, ctx.caller)
     if "assignee" in params:
         check_assignee(params["assignee"])
     if "version" in params and params["version"] != incident.version:
@@ -196,10 +241,35 @@ def update(ctx: Context, params: dict[str, Any]) -> Incident:
     return incident
 
 
-@action("resolve", params=ResolveParams(), role="agent", output=incident_out, changes=True)
+@action(
+    "acknowledge", params=AcknowledgeParams(), role="agent", output=incident_out, changes=True,
+    monitor=True,
+)  # fmt: skip
+def acknowledge(ctx: Context, params: dict[str, Any]) -> Incident:
+    """Take an incident on: record who and when, and move it from `new` to `processing`."""
+    incident = find_target(params, ctx.caller, lock=True)  # racing acknowledgers: one wins
+    if incident.status in CLOSED:
+        raise Conflict(f"incident {incident.id} is {incident.status}: nothing to acknowledge")
+    if incident.acknowledged_at is not None:  # again: nothing changes, nothing is told
+        return incident
+    now = utcnow()
+    changes: dict[str, list[Any]] = {"acknowledged_by": [None, ctx.actor]}
+    if incident.status == Status.new:
+        changes["status"] = [incident.status, Status.processing.value]
+        incident.status = Status.processing
+    incident.acknowledged_at = incident.updated_at = now
+    incident.acknowledged_by = ctx.actor
+    events.record("acknowledged", incident, ctx.actor, changes)
+    return incident
+
+
+@action(
+    "resolve", params=ResolveParams(), role="agent", output=incident_out, changes=True,
+    monitor=True,
+)  # fmt: skip
 def resolve(ctx: Context, params: dict[str, Any]) -> Incident:
     """Move an incident to `completed`, recording when, by whom and why."""
-    incident = find(params["id"], ctx.caller)
+    incident = find_target(params, ctx.caller)
     if incident.status == Status.completed:
         raise Conflict(f"incident {incident.id} is already resolved")
     changes = {"status": [incident.status, Status.completed.value]}
