@@ -150,6 +150,7 @@ def test_the_acknowledged_event_goes_out_live(server, token, agent) -> None:
     url = f"ws://127.0.0.1:{server.port}/ws?token={token}&since={added}"
     socket = websocket.create_connection(url, timeout=15)
     try:
+        assert json.loads(socket.recv()) == {"type": "subscribed", "position": added}
         server.rpc("acknowledge", agent[1], 200, id=made["id"])
         while True:
             event = json.loads(socket.recv())
