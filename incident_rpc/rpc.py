@@ -4,9 +4,8 @@ An action is declared once with `@action(...)`: its name, parameter schema, the
 role it needs, its output schema, whether it changes anything (then it takes a
 `request_id`, see replay.py), whether it may revoke credentials or change what a
 user may do (then a batch checks its tokens again after it), whether a `monitor`
-API key may call it below its role and, optionally, the
-legacy dialect's versions of each, and a `many` handler for consecutive commands
-of a batch. `execute` (and
+API key may call it below its role and, optionally, the legacy dialect's versions
+of each, and a `many` handler for consecutive commands of a batch. `execute` (and
 `execute_many` for such runs) owns everything around a handler: lookup,
 authentication, validation, the transaction, and `_guarded`, the one place where
 an exception becomes an envelope. The /rpc route, with its batches and JSON-RPC,
