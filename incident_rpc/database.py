@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
+from . import sqlite_locks
 from .auth import hash_password
 from .extensions import db
 from .models import Role, User
@@ -34,7 +35,9 @@ def engine_options(config: dict[str, Any]) -> dict[str, Any]:
     the SQL but not the values, which are incident text, password hashes, tokens."""
     url = make_url(config["SQLALCHEMY_DATABASE_URI"])
     if url.get_backend_name() == "sqlite":
-        return {"hide_parameters": True, "connect_args": {"timeout": 15}}
+        # Waits for the write lock yield to gevent (sqlite_locks.py), up to 15 s in all.
+        connect_args = {"timeout": 15, "factory": sqlite_locks.Connection}
+        return {"hide_parameters": True, "connect_args": connect_args}
     timeout = config["DB_CONNECT_TIMEOUT"]
     return {
         "hide_parameters": True,
