@@ -8,6 +8,7 @@ is accepted wherever a token is, and costs one indexed lookup of its hash.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -57,15 +58,36 @@ def hash_password(password: str) -> str:
     return offload.run(generate_password_hash, password)
 
 
+def _outside_transaction(function: Callable[..., Any], *args: Any) -> Any:
+    """Slow work (scrypt, about 80 ms of CPU) with no transaction open.
+
+    Callers have only read so far (the token, a user), and that transaction is
+    committed first. Held across the work, SQLite's write lock would stop every other
+    writer of every worker, and on PostgreSQL a transaction that has written holds
+    back every later event of the cluster (events.py) and keeps its row locks.
+    Never inside a batch's shared transaction: actions declared `slow` run alone.
+    """
+    db.session.commit()
+    return offload.run(function, *args)
+
+
+def new_password_hash(password: str) -> str:
+    """`hash_password` for a command: call it before the command writes anything."""
+    return _outside_transaction(generate_password_hash, password)
+
+
 def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=_TOKEN_SALT)
 
 
 def login(username: str, password: str) -> User:
-    """The user with these credentials, or BadCredentials (same time either way)."""
+    """The user with these credentials, or BadCredentials (same time either way).
+
+    The session's transaction ends before the password is checked (see below)."""
     user = db.session.execute(select(User).where(User.username == username)).scalar_one_or_none()
     password_hash = user.password_hash if user else _DUMMY_HASH
-    if not offload.run(check_password_hash, password_hash, password) or not user or user.disabled:
+    right = _outside_transaction(check_password_hash, password_hash, password)
+    if not right or not user or user.disabled:
         raise BadCredentials()
     return user
 

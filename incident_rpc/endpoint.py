@@ -15,6 +15,12 @@
   commit instead of 1,000. If that commit fails (the database went away), nothing
   of the batch is kept and it runs again with one transaction per element, so
   the answers always describe what is stored.
+- Except for slow commands (`rpc.runs_alone`: sign-ins and whatever else checks or
+  hashes a password, about 80 ms each): each runs on its own, outside the shared
+  transaction, which commits before it and starts again after it. Kept inside, 60
+  sign-ins held the transaction open for 9 s, and with it every other client's
+  events (they are delivered in the order of the writing transactions, events.py)
+  and, on SQLite, every writer.
 - A batch with a JSON-RPC element answers in JSON-RPC every element that is not a
   native command (an object with an `action`): `{"foo": "boo"}` there is an Invalid
   Request, as in the specification's example (jsonrpc.in_batch).
@@ -78,16 +84,59 @@ def _batch(items: list[Any], token: str | None, jsonrpc_only: bool) -> Response:
             raise PayloadTooLarge(message)
         refusal = envelope(False, PayloadTooLarge.status, error=message)
         return _json(jsonrpc.error(jsonrpc.INVALID_REQUEST, data=refusal), PayloadTooLarge.status)
-    answer_limit = current_app.config["MAX_BATCH_ANSWER"]
-    try:
-        with _one_transaction() as connection:
-            answers = _run_all(items, token, jsonrpc_only, Batch(answer_limit=answer_limit),
-                               connection)  # fmt: skip
-    except Exception:  # the batch's commit failed, so nothing of it was kept
-        # From scratch, tokens too: what the first run checked may hold only after a
-        # change (a promotion, say) that this run makes later, or not at all.
-        answers = _run_all(items, token, jsonrpc_only, Batch(answer_limit=answer_limit))
+    dialects = jsonrpc.in_batch(items, jsonrpc_only)
+    requests = [
+        jsonrpc.read(item) if answered_in_jsonrpc else None
+        for item, answered_in_jsonrpc in zip(items, dialects, strict=True)
+    ]
+    commands = [
+        item if request is None else request.command
+        for request, item in zip(requests, items, strict=True)
+    ]
+    runs = [request is None or request.command is not None for request in requests]
+    batch = Batch(answer_limit=current_app.config["MAX_BATCH_ANSWER"])
+    outcomes: list[Any] = []
+    for start, end, alone in _stretches(commands):
+        stretch = commands[start:end], runs[start:end]
+        outcomes += _run_stretch(*stretch, token, batch, shared=not alone)
+    answers = [
+        outcome if request is None else jsonrpc.respond(request, outcome)
+        for request, outcome in zip(requests, outcomes, strict=True)
+    ]
+    answers = [answer for answer in answers if answer is not None]
     return _json(answers) if answers else Response(status=204)
+
+
+def _stretches(commands: list[Any]) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, alone) of the stretches of a batch: each command that runs alone
+    (`rpc.runs_alone`: it checks or hashes a password) is a stretch of its own, and
+    the commands between such ones share one transaction."""
+    start = 0
+    for n, command in enumerate(commands):
+        if rpc.runs_alone(command):
+            if start < n:
+                yield start, n, False
+            yield n, n + 1, True
+            start = n + 1
+    if start < len(commands):
+        yield start, len(commands), False
+
+
+def _run_stretch(
+    commands: list[Any], runs: list[bool], token: str | None, batch: Batch, shared: bool
+) -> list[Any]:
+    """The outcomes of a stretch: in one shared transaction, or one transaction each."""
+    if shared:
+        answered = batch.answered
+        try:
+            with _one_transaction() as connection:
+                return _run_all(commands, runs, token, batch, connection)
+        except Exception:  # the stretch's commit failed, so nothing of it was kept
+            # From the stretch's start, tokens too: what the first run checked may hold
+            # only after a change (a promotion, say) that this run makes later, or not at all.
+            batch.callers.clear()
+            batch.answered, batch.refusal = answered, None
+    return _run_all(commands, runs, token, batch)
 
 
 @contextmanager
@@ -117,27 +166,19 @@ def _one_transaction() -> Iterator[Connection]:
 
 
 def _run_all(
-    items: list[Any],
+    commands: list[Any],
+    runs: list[bool],
     token: str | None,
-    jsonrpc_only: bool,
     batch: Batch,
     shared: Connection | None = None,
 ) -> list[Any]:
-    """Every element's answer, in order (none for JSON-RPC notifications).
+    """Every command's envelope, in order; None where `runs` says there is no command
+    to run (a JSON-RPC request answered by its own error).
 
     In the shared transaction, consecutive commands of an action with a `many`
     handler (e.g. a burst of creates) run together (`rpc.execute_many`); gives up
     when the shared connection is lost.
     """
-    dialects = jsonrpc.in_batch(items, jsonrpc_only)
-    requests = [
-        jsonrpc.read(item) if answered_in_jsonrpc else None
-        for item, answered_in_jsonrpc in zip(items, dialects, strict=True)
-    ]
-    commands = [
-        item if request is None else request.command
-        for request, item in zip(requests, items, strict=True)
-    ]
     outcomes: list[Any] = []
     while len(outcomes) < len(commands):
         if shared is not None and shared.invalidated:
@@ -149,12 +190,8 @@ def _run_all(
             end += 1
         if action:
             outcomes.extend(rpc.execute_many(commands[start:end], token, batch))
-        elif requests[start] is not None and commands[start] is None:
+        elif not runs[start]:
             outcomes.append(None)  # answered by the request's own error
         else:
             outcomes.append(execute(commands[start], None, token, batch))
-    answers = [
-        outcome if request is None else jsonrpc.respond(request, outcome)
-        for request, outcome in zip(requests, outcomes, strict=True)
-    ]
-    return [answer for answer in answers if answer is not None]
+    return outcomes

@@ -86,6 +86,9 @@ class Action:
     # True: a `monitor` API key may call it too, below its role; access.py confines
     # such a key to the incidents it raised.
     monitor: bool = False
+    # True: it checks or hashes a password (about 80 ms each), outside any transaction
+    # (auth.py); a batch runs it on its own, never in its shared transaction (endpoint.py).
+    slow: bool = False
 
 
 ACTIONS: dict[str, Action] = {}
@@ -107,6 +110,7 @@ def action(
     reads_only: bool = False,
     revokes: bool = False,
     monitor: bool = False,
+    slow: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under `name`; see the module docstring."""
 
@@ -116,7 +120,7 @@ def action(
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
             legacy_params, legacy_output, legacy_handler, changes, enabled_by, many, reads_only,
-            revokes, monitor,
+            revokes, monitor, slow,
         )  # fmt: skip
         return handler
 
@@ -266,6 +270,15 @@ def runs_together(command: Any) -> str | None:
     name = command.get("action")
     spec = lookup(name) if isinstance(name, str) else None
     return name if spec is not None and spec.many is not None else None
+
+
+def runs_alone(command: Any) -> bool:
+    """Whether a batch must run this command outside its shared transaction: its
+    action is `slow`, and would hold that transaction open (and with it every later
+    event, and SQLite's write lock) across its password work."""
+    name = command.get("action") if isinstance(command, dict) else None
+    spec = lookup(name) if isinstance(name, str) else None
+    return spec is not None and spec.slow
 
 
 def execute_many(commands: list[Any], header_token: str | None, batch: Batch) -> list[Any]:

@@ -4,7 +4,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from ..auth import hash_password
+from ..auth import new_password_hash
 from ..errors import Conflict, NotFound
 from ..extensions import db
 from ..models import Role, User
@@ -13,7 +13,10 @@ from ..team_schemas import NoParams, UserCreateParams, UserUpdateParams, user_ou
 from .users import add_user
 
 
-@action("user_create", params=UserCreateParams(), role=Role.admin, output=user_out, status=201)
+@action(
+    "user_create", params=UserCreateParams(), role=Role.admin, output=user_out, status=201,
+    slow=True,
+)  # fmt: skip
 def user_create(ctx: Context, params: dict[str, Any]) -> User:
     return add_user(params["username"], params["password"], params["role"])
 
@@ -24,7 +27,8 @@ def user_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 
 @action(
-    "user_update", params=UserUpdateParams(), role=Role.admin, output=user_out, revokes=True
+    "user_update", params=UserUpdateParams(), role=Role.admin, output=user_out, revokes=True,
+    slow=True,
 )  # fmt: skip
 def user_update(ctx: Context, params: dict[str, Any]) -> User:
     """Change role, disable or enable, reset the password.
@@ -32,6 +36,8 @@ def user_update(ctx: Context, params: dict[str, Any]) -> User:
     Disabling and a new password end the user's sessions. The epoch moves on
     disabling too, so that enabling the user again does not revive old tokens.
     """
+    # Hashed first, so that neither the lock below nor SQLite's write lock is held across it.
+    password_hash = new_password_hash(params["password"]) if "password" in params else None
     user = db.session.scalar(select(User).where(User.username == params["username"]))
     if user is None:
         raise NotFound(f"no user named {params['username']!r}")
@@ -39,8 +45,8 @@ def user_update(ctx: Context, params: dict[str, Any]) -> User:
     revoke = "password" in params or (params.get("disabled") and not user.disabled)
     user.role = params.get("role", user.role)
     user.disabled = params.get("disabled", user.disabled)
-    if "password" in params:
-        user.password_hash = hash_password(params["password"])
+    if password_hash is not None:
+        user.password_hash = password_hash
     if revoke:
         user.session_epoch += 1
     return user

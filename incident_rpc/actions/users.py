@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import legacy, throttle
-from ..auth import hash_password, issue_token, login
+from ..auth import issue_token, login, new_password_hash
 from ..errors import BadCredentials, Conflict, Forbidden, InvalidParams
 from ..extensions import db
 from ..models import Role, User
@@ -39,10 +39,11 @@ def checked_login(username: str, password: str) -> User:
 
 def add_user(username: str, password: str, role: str) -> User:
     """A new user; 409 if the name is taken, ignoring case ("Admin" may not pose as "admin")."""
+    password_hash = new_password_hash(password)  # first: no lock is held across it
     taken = select(User.id).where(func.lower(User.username) == username.lower())
     if db.session.scalar(taken) is not None:
         raise Conflict(f"the username {username!r} is taken")
-    user = User(username=username, password_hash=hash_password(password), role=role)
+    user = User(username=username, password_hash=password_hash, role=role)
     db.session.add(user)
     try:
         db.session.flush()
@@ -67,7 +68,7 @@ def end_sessions(user_id: int) -> None:
 
 @action(
     "authorization", params=AuthorizationParams(), role=None, output=token_out,
-    legacy_params=legacy.AuthorizationParams(),
+    legacy_params=legacy.AuthorizationParams(), slow=True,
 )  # fmt: skip
 def authorization(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Exchange a username and password for a bearer token."""
@@ -92,7 +93,7 @@ def logout(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 @action(
     "password_change", params=PasswordChangeParams(), role=Role.reporter, output=token_out,
-    revokes=True,
+    revokes=True, slow=True,
 )  # fmt: skip
 def password_change(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Set a new password; every older token stops working, and the answer is a fresh one."""
@@ -101,14 +102,14 @@ def password_change(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         checked_login(user.username, params["old_password"])
     except BadCredentials as error:  # not a 401: the token is fine, a parameter is wrong
         raise InvalidParams({"old_password": ["Wrong password."]}) from error
-    user.password_hash = hash_password(params["new_password"])
+    user.password_hash = new_password_hash(params["new_password"])
     user.session_epoch += 1
     return issue_token(user)
 
 
 @action(
     "register", params=RegisterParams(), role=None, output=user_out, status=201,
-    enabled_by="REGISTRATION_ENABLED",
+    enabled_by="REGISTRATION_ENABLED", slow=True,
 )  # fmt: skip
 def register(ctx: Context, params: dict[str, Any]) -> User:
     """Self-service sign-up, as a reporter; unknown (404) unless REGISTRATION_ENABLED."""
