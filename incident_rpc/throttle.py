@@ -7,15 +7,20 @@ alone: it would let anyone lock the real user out by failing on purpose. A
 refusal ends with its window (attempts while refused are not counted, so it
 never grows), and it never reaches other addresses. The counts live in the
 database so that every worker process and every instance shares them.
+
+A sign-in counts as a failure from the moment it starts (`attempt`) until its
+password proves right (`succeeded`): so at most the limit of password checks run
+per scope and window, however many arrive at once.
 """
 
 import hashlib
 import hmac
 import math
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from flask import current_app, has_request_context, request
-from sqlalchemy import case, delete, literal, select
+from sqlalchemy import case, delete, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -35,12 +40,16 @@ def _scope(*parts: str) -> str:
     return hmac.new(secret, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
 
 
+def _pair(username: str) -> str:
+    return _scope("pair", client_address(), username)
+
+
 def _limits(username: str) -> dict[str, int]:
     """Each scope this sign-in counts against, with its limit (0 turns one off)."""
-    config, address = current_app.config, client_address()
+    config = current_app.config
     limits = {
-        _scope("pair", address, username): config["LOGIN_MAX_FAILURES"],
-        _scope("address", address): config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
+        _pair(username): config["LOGIN_MAX_FAILURES"],
+        _scope("address", client_address()): config["LOGIN_MAX_FAILURES_PER_ADDRESS"],
     }
     return {scope: limit for scope, limit in limits.items() if limit > 0}
 
@@ -49,47 +58,65 @@ def _window() -> timedelta:
     return timedelta(seconds=current_app.config["LOGIN_THROTTLE_WINDOW"])
 
 
-def check(username: str) -> None:
-    """Raise TooManyRequests while any scope of this sign-in is over its limit."""
+@dataclass(frozen=True)
+class Attempt:
+    """A sign-in under way: counted as a failure in each scope until `succeeded`."""
+
+    pair: str | None = None  # the scope of the name at this address: cleared on success
+    address: str | None = None  # the address's scope: its count given back on success
+    window_start: datetime | None = None  # of the address's count, to give back to it
+
+
+def attempt(username: str) -> Attempt:
+    """Count this sign-in as a failure before its password is checked, or refuse it.
+
+    Counting first is what makes the limit hold under concurrency: one UPSERT adds
+    the attempt to each scope and answers the new counts, each scope's row locked
+    until the commit, so every concurrent attempt sees the ones before it (checking
+    first, then counting after the 80-ms password check, let 15 of 40 concurrent
+    wrong passwords through a limit of 5). Over a limit: rolled back (a refused
+    attempt is not counted), 429. Commits: call it before the command writes anything.
+    """
     limits = _limits(username)
     if not limits:
-        return
+        return Attempt()
     now, window = utcnow(), _window()
-    rows = db.session.execute(
-        select(LoginFailure.scope, LoginFailure.window_start, LoginFailure.failures).where(
-            LoginFailure.scope.in_(limits), LoginFailure.window_start > now - window
+    current = LoginFailure.window_start > now - window
+    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(LoginFailure)
+        .values([{"scope": scope, "window_start": now, "failures": 1} for scope in limits])
+        .on_conflict_do_update(
+            index_elements=[LoginFailure.scope],
+            set_={
+                "failures": case((current, LoginFailure.failures + 1), else_=1),
+                "window_start": case(
+                    (current, LoginFailure.window_start), else_=literal(now, UTCDateTime)
+                ),
+            },
         )
+        .returning(LoginFailure.scope, LoginFailure.window_start, LoginFailure.failures)
     )
-    ends = [row.window_start + window for row in rows if row.failures >= limits[row.scope]]
+    counted = {row.scope: row for row in db.session.execute(statement)}
+    ends = [
+        row.window_start + window for row in counted.values() if row.failures > limits[row.scope]
+    ]
     if ends:
+        db.session.rollback()
         wait = math.ceil((max(ends) - now).total_seconds())
         raise TooManyRequests(max(wait, 1), "too many failed sign-ins; retry later")
+    _sweep(now - window)
+    db.session.commit()
+    pair, address = _pair(username), _scope("address", client_address())
+    return Attempt(
+        pair if pair in counted else None,
+        address if address in counted else None,
+        counted[address].window_start if address in counted else None,
+    )
 
 
-def failed(username: str) -> None:
-    """Count one failure, in a transaction of its own: the request's own rolls back."""
-    limits = _limits(username)
-    db.session.rollback()
-    if not limits:
-        return
-    now = utcnow()
-    cutoff = now - _window()
-    insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(LoginFailure).values(
-        [{"scope": scope, "window_start": now, "failures": 1} for scope in limits]
-    )
-    current = LoginFailure.window_start > cutoff
-    statement = statement.on_conflict_do_update(
-        index_elements=[LoginFailure.scope],
-        set_={
-            "failures": case((current, LoginFailure.failures + 1), else_=1),
-            "window_start": case(
-                (current, LoginFailure.window_start), else_=literal(now, UTCDateTime)
-            ),
-        },
-    )
-    db.session.execute(statement)
-    # Sweep a few expired rows; SKIP LOCKED (PostgreSQL) so sweepers never wait or deadlock.
+def _sweep(cutoff: datetime) -> None:
+    """Delete a few expired rows; SKIP LOCKED (PostgreSQL) so sweepers never wait or deadlock."""
     stale = (
         select(LoginFailure.scope)
         .where(LoginFailure.window_start <= cutoff)
@@ -97,11 +124,21 @@ def failed(username: str) -> None:
         .with_for_update(skip_locked=True)
     )
     db.session.execute(delete(LoginFailure).where(LoginFailure.scope.in_(stale)))
+
+
+def succeeded(attempt: Attempt) -> None:
+    """The password was right: clear the name's count at this address and give the
+    address's one back (to the window it was counted in), in a transaction of its own."""
+    if attempt.pair is not None:
+        db.session.execute(delete(LoginFailure).where(LoginFailure.scope == attempt.pair))
+    if attempt.address is not None:
+        db.session.execute(
+            update(LoginFailure)
+            .where(
+                LoginFailure.scope == attempt.address,
+                LoginFailure.window_start == attempt.window_start,
+                LoginFailure.failures > 0,
+            )
+            .values(failures=LoginFailure.failures - 1)
+        )
     db.session.commit()
-
-
-def succeeded(username: str) -> None:
-    """A good password clears that name's count at this address (not the address's)."""
-    db.session.execute(
-        delete(LoginFailure).where(LoginFailure.scope == _scope("pair", client_address(), username))
-    )

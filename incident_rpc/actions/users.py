@@ -26,14 +26,11 @@ from ..team_schemas import (
 
 
 def checked_login(username: str, password: str) -> User:
-    """`auth.login` behind the throttle. Unknown names and wrong passwords take one path."""
-    throttle.check(username)
-    try:
-        user = login(username, password)
-    except BadCredentials:
-        throttle.failed(username)
-        raise
-    throttle.succeeded(username)
+    """`auth.login` behind the throttle. Unknown names and wrong passwords take one path:
+    the attempt is counted before the check, and a right password gives it back."""
+    attempt = throttle.attempt(username)
+    user = login(username, password)
+    throttle.succeeded(attempt)
     return user
 
 
