@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ..auth import new_password_hash
 from ..errors import Conflict, NotFound
@@ -53,12 +53,21 @@ def user_update(ctx: Context, params: dict[str, Any]) -> User:
 
 
 def keep_an_admin(user: User, params: dict[str, Any]) -> None:
-    """Refuse the change that would leave no active administrator to undo it."""
+    """Refuse the change that would leave no active administrator to undo it.
+
+    The active admins' rows are locked (in id order, so two of these never deadlock)
+    until the change commits: of two admins removing each other at once, the second
+    waits, then sees the first's change and is refused (it left none when both could
+    count the other as still active). SQLite's BEGIN IMMEDIATE serializes this anyway.
+    """
     demoted = params.get("role", Role.admin) != Role.admin or params.get("disabled") is True
     if user.role != Role.admin or user.disabled or not demoted:
         return
-    others = select(func.count(User.id)).where(
-        User.role == Role.admin, User.disabled.is_(False), User.id != user.id
+    active = (
+        select(User.id)
+        .where(User.role == Role.admin, User.disabled.is_(False))
+        .order_by(User.id)
+        .with_for_update()
     )
-    if not db.session.scalar(others):
+    if not set(db.session.scalars(active)) - {user.id}:
         raise Conflict("that would leave no active administrator")
