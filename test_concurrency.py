@@ -358,7 +358,7 @@ def flask_db(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
 def test_the_migration_refuses_case_duplicates_until_they_are_renamed(
     new_database_url, tmp_path
 ) -> None:
-    """Usernames that differ only in case (possible before 0005, by racing) stop the
+    """Usernames that differ only in case (possible before 0006, by racing) stop the
     upgrade with a message naming them; nothing changes. Renamed, it goes through and
     every user signs in as before."""
     server = Server(new_database_url(), tmp_path / "instance", workers=1).start()
@@ -367,7 +367,7 @@ def test_the_migration_refuses_case_duplicates_until_they_are_renamed(
         server.rpc("user_create", admin, expect=201, username="Dana", password=PASSWORD)
     finally:
         server.stop()
-    assert flask_db(server, "downgrade", "0004").returncode == 0
+    assert flask_db(server, "downgrade", "0005_acknowledge").returncode == 0
     engine = sqlalchemy.create_engine(server.database_url, poolclass=sqlalchemy.NullPool)
     with engine.begin() as connection:
         connection.execute(
@@ -383,7 +383,7 @@ def test_the_migration_refuses_case_duplicates_until_they_are_renamed(
     assert PASSWORD not in refused.stderr
     with engine.connect() as connection:
         version = connection.execute(sqlalchemy.text("SELECT version_num FROM alembic_version"))
-        assert version.scalar_one() == "0004"
+        assert version.scalar_one() == "0005_acknowledge"
     with engine.begin() as connection:
         connection.execute(
             sqlalchemy.text("UPDATE users SET username = 'dana-2' WHERE username = 'DANA'")

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -114,6 +115,9 @@ class User(db.Model):
     session_epoch: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+
+# Usernames are unique ignoring case: the database decides between concurrent creates.
+Index("uq_users_username_lower", func.lower(User.username), unique=True)
 
 # The predicate of the partial unique index; `dedup.py` names it again in ON CONFLICT.
 OPEN_DEDUP_KEY = "dedup_key IS NOT NULL AND status NOT IN ('completed', 'fake')"

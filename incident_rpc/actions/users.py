@@ -35,7 +35,11 @@ def checked_login(username: str, password: str) -> User:
 
 
 def add_user(username: str, password: str, role: str) -> User:
-    """A new user; 409 if the name is taken, ignoring case ("Admin" may not pose as "admin")."""
+    """A new user; 409 if the name is taken, ignoring case ("Admin" may not pose as "admin").
+
+    The unique index on lower(username) decides between concurrent creates; the check
+    before it only spares the usual case a failed INSERT.
+    """
     password_hash = new_password_hash(password)  # first: no lock is held across it
     taken = select(User.id).where(func.lower(User.username) == username.lower())
     if db.session.scalar(taken) is not None:
