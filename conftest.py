@@ -125,6 +125,11 @@ class Server:
             "ADMIN_USERNAME": ADMIN[0],
             "ADMIN_PASSWORD": ADMIN[1],
             "LOG_LEVEL": "WARNING",
+            # Each server keeps up to DB_POOL_SIZE idle connections per engine and worker,
+            # and a run keeps dozens of servers up: at the default of 10 they came within
+            # a few of PostgreSQL's max_connections (100). 5 (+5 overflow) still exceeds
+            # what HTTP_CONCURRENCY (8) lets a worker use at once.
+            "DB_POOL_SIZE": "5",
             # Login throttling is off unless a test turns it on: many tests fail
             # sign-ins on purpose, all from 127.0.0.1 (test_teams.py turns it on).
             "LOGIN_MAX_FAILURES": "0",
