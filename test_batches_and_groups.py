@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg2
 import pytest
 import requests
 import sqlalchemy
 
 from conftest import Server
 from incident_rpc.events import ID_SHIFT
+from test_grouping import TableLock  # holds a create's INSERT behind a table lock
 
 PASSWORD = "a-password-for-batch-tests"
 
@@ -265,39 +265,6 @@ def wait_until_read(server: Server, sent: list[RawRequest], seconds: float = 30)
             return
         assert time.monotonic() < deadline, "the worker did not read the queued requests"
         time.sleep(0.02)
-
-
-class TableLock:
-    """Holds `LOCK TABLE incidents` so that a create's INSERT waits for it."""
-
-    def __init__(self, server: Server) -> None:
-        url = sqlalchemy.engine.make_url(server.database_url)
-        self.database = url.database
-        self.params = {"host": url.host, "port": url.port, "user": url.username,
-                       "dbname": url.database}  # fmt: skip
-        self.connection = psycopg2.connect(**self.params)
-
-    def __enter__(self) -> "TableLock":
-        with self.connection.cursor() as cursor:
-            cursor.execute("LOCK TABLE incidents IN EXCLUSIVE MODE")
-        return self
-
-    def waiting(self) -> int:
-        """How many sessions of the database wait for a lock."""
-        watcher = psycopg2.connect(**self.params)
-        with watcher.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-                " AND wait_event_type = 'Lock'",
-                (self.database,),
-            )
-            (count,) = cursor.fetchone()
-        watcher.close()
-        return count
-
-    def __exit__(self, *exc: object) -> None:
-        self.connection.rollback()
-        self.connection.close()
 
 
 def grouped(server: Server, token: str, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
