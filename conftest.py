@@ -179,6 +179,12 @@ class Server:
                 self.process.kill()
                 self.process.wait()
 
+    def migrate(self, *args: str) -> None:
+        """`flask db ARGS` (e.g. "downgrade", "0004") on this server's database."""
+        env = {**self.env, "AUTO_MIGRATE": "0"}
+        command = [sys.executable, "-m", "flask", "--app", "wsgi", "db", *args]
+        subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+
     def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
         if body is not None and not isinstance(body, str | bytes):
             kwargs["json"] = body

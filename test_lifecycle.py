@@ -7,8 +7,6 @@ acknowledgement, `acknowledge`/`resolve`/`update` by `dedup_key`, and the
 
 import json
 import secrets
-import subprocess
-import sys
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +15,7 @@ import pytest
 import requests
 import websocket
 
-from conftest import ROOT, Server
+from conftest import Server
 
 PASSWORD = "correct horse battery"
 NATIVE, LEGACY, JSONRPC = "native", "legacy", "jsonrpc"
@@ -465,13 +463,8 @@ def test_rows_from_before_the_migration_read_as_unacknowledged(new_database_url,
     finally:
         server.stop()
 
-    def flask(*args: str) -> None:
-        env = {**server.env, "AUTO_MIGRATE": "0"}
-        command = [sys.executable, "-m", "flask", "--app", "wsgi", "db", *args]
-        subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
-
-    flask("downgrade", "0004")  # the columns go: the row is as it was before them
-    flask("upgrade")
+    server.migrate("downgrade", "0004")  # the columns go: the row is as it was before them
+    server.migrate("upgrade")
     server.start()
     try:
         admin = server.login()

@@ -6,8 +6,6 @@ throttling shared across instances, assignment, comments and the audit trail.
 """
 
 import secrets
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ROOT, Server
+from conftest import Server
 
 PASSWORD = "correct horse battery"
 
@@ -551,13 +549,8 @@ def test_migration_downgrades_and_upgrades(new_database_url, tmp_path) -> None:
     finally:
         server.stop()
 
-    def flask(*args: str) -> None:
-        env = {**server.env, "AUTO_MIGRATE": "0"}
-        command = [sys.executable, "-m", "flask", "--app", "wsgi", "db", *args]
-        subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
-
-    flask("downgrade", "0001")
-    flask("upgrade")
+    server.migrate("downgrade", "0001")
+    server.migrate("upgrade")
     server.start()
     try:
         got = server.rpc("get", server.login(), expect=200, id=incident_id)["data"]
