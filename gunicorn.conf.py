@@ -67,6 +67,9 @@ def post_worker_init(worker) -> None:
         stop(signum, frame)
 
     signal.signal(signal.SIGTERM, close_sockets_then_stop)
+    from incident_rpc.notify import sender
+
+    sender.start(worker.wsgi)  # this worker's notification sender (NOTIFY_SENDER)
 
 
 # gunicorn answers some requests itself, before the app sees them: a malformed request

@@ -103,6 +103,19 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return default
 
 
+def _schedule(name: str, default: str) -> tuple[float, ...]:
+    """Seconds between attempts, comma-separated: "5,30,120"."""
+    raw = _text(name) or default
+    try:
+        delays = tuple(float(part) for part in raw.split(","))
+    except ValueError:
+        delays = ()
+    if not delays or not all(math.isfinite(d) and d > 0 for d in delays):
+        _note(name, raw, "seconds greater than 0, comma-separated (e.g. 5,30,120)")
+        return tuple(float(part) for part in default.split(","))
+    return delays
+
+
 INSTANCE = Path(_text("INSTANCE_PATH") or ROOT / "instance")
 
 
@@ -180,6 +193,21 @@ class Config:
     EVENTS_SEND_TIMEOUT = _seconds("EVENTS_SEND_TIMEOUT", 30)  # a peer that reads nothing: dead
     EVENTS_AUTH_TIMEOUT = _seconds("EVENTS_AUTH_TIMEOUT", 10)  # for a first {"token": ...}
     EVENTS_REAUTH_INTERVAL = _seconds("EVENTS_REAUTH_INTERVAL", 60)  # revoked: closed within this
+    # Outbound notifications (incident_rpc/notify/); times in seconds.
+    NOTIFY_SENDER = _bool("NOTIFY_SENDER", True)  # each gunicorn worker runs a sender
+    NOTIFY_POLL_INTERVAL = _seconds("NOTIFY_POLL_INTERVAL", 1)  # look for due deliveries
+    NOTIFY_LEASE = _seconds("NOTIFY_LEASE", 60)  # a claim unfinished this long is taken over
+    NOTIFY_TIMEOUT = _seconds("NOTIFY_TIMEOUT", 10)  # one attempt's connect and each read
+    NOTIFY_CONCURRENCY = _int("NOTIFY_CONCURRENCY", 8, minimum=1)  # attempts at once per sender
+    # Seconds before each retry (with jitter; at least a Retry-After): about a day in all.
+    NOTIFY_RETRY_SCHEDULE = _schedule(
+        "NOTIFY_RETRY_SCHEDULE", "5,30,120,600,1800,3600,7200,14400,28800,43200"
+    )
+    WEBHOOK_ALLOW_PRIVATE = _bool("WEBHOOK_ALLOW_PRIVATE", False)  # loopback/private URLs
+    TELEGRAM_API_URL = _text("TELEGRAM_API_URL") or "https://api.telegram.org"
+    TELEGRAM_CHAT_INTERVAL = _seconds("TELEGRAM_CHAT_INTERVAL", 1)  # between messages to a chat
+    TELEGRAM_PER_SECOND = _int("TELEGRAM_PER_SECOND", 30, minimum=1)  # messages from a sender
+    TELEGRAM_DIGEST_MAX = _int("TELEGRAM_DIGEST_MAX", 200, minimum=1, maximum=300)
 
 
 class Gunicorn:

@@ -23,6 +23,7 @@ worker's subscribers and, through a NOTIFY, to every other listener.
 See docs/design/event-ordering.md and docs/design/fan-out.md.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,6 +44,11 @@ PENDING = "incident_rpc.events_pending"  # session.info: events to write at comm
 RECORDED = "incident_rpc.events_recorded"  # session.info: Chunks written, to pass on
 _timestamp = Timestamp()
 Item = tuple[int, str | None, str]  # (event id, the incident's creator, message)
+
+
+# Rows that must commit exactly when these events do (the notification outbox): each is
+# called with the session and the events just written, ids set (notify/outbox.py).
+ALSO_WRITE: list[Callable[[Session, list[dict[str, Any]]], None]] = []
 
 
 class TooManyEvents(PayloadTooLarge):
@@ -153,6 +159,8 @@ def write_pending(session: Session) -> None:
         session.execute(insert(Event), rows)
     for n, row in enumerate(pending):
         row["id"] = first_id + n
+    for write in ALSO_WRITE:
+        write(session, pending)
     items = [
         (row["id"], row["data"].get("created_by"),
          _wire(row["type"], row["id"], row["at"], row["actor"], row["data"]))

@@ -1,0 +1,93 @@
+"""The transactional outbox: delivery rows written with the events they report.
+
+`write_deliveries` runs inside `events.write_pending` (the session's before_commit),
+after the events got their ids: one SELECT of the enabled channels and one INSERT of
+the matching deliveries, in the same transaction as the change. A command that rolls
+back leaves no delivery; one that commits leaves them for the sender (sender.py),
+which it wakes.
+
+Silenced incidents: `silenced_by`, when the incident's wire form carries it, or the
+column when the model has one (then one SELECT of the silenced ids among these).
+"""
+
+import secrets
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from .. import events
+from ..models import Incident, utcnow
+from . import rules, sender
+from .models import Channel, Delivery, DeliveryState
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_urlsafe(18)
+
+
+def write_deliveries(session: Session, events: list[dict[str, Any]]) -> None:
+    """Add a delivery for every (event, enabled channel) that the channel's rule takes."""
+    query = select(Channel.id, Channel.rule).where(Channel.enabled.is_(True))
+    channels = [(row.id, rules.with_defaults(row.rule)) for row in session.execute(query)]
+    if not channels:
+        return
+    silenced = _silenced(session, events, channels)
+    now = utcnow()
+    rows = [
+        delivery_row(channel_id, event["type"], event["incident_id"], event["data"],
+                     now, event_id=event["id"], at=event["at"], actor=event["actor"])
+        for event in events
+        for channel_id, rule in channels
+        if rules.matches(rule, event["type"], event["data"], event["incident_id"] in silenced)
+    ]  # fmt: skip
+    if rows:
+        session.execute(insert(Delivery), rows)
+        sender.wake()  # before the commit: it looks again shortly if it finds nothing yet
+
+
+def delivery_row(
+    channel_id: int, kind: str, incident_id: int | None, incident: dict[str, Any] | None,
+    now: Any, event_id: int | None = None, at: str | None = None, message_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:  # fmt: skip
+    """The columns of one pending delivery; its payload is the webhook body."""
+    payload = {
+        "type": f"incident.{kind}" if incident is not None else kind,
+        "event_id": event_id,
+        "at": at or now.isoformat(),
+        "incident": incident,
+        **extra,
+    }
+    return {
+        "channel_id": channel_id,
+        "message_id": message_id or new_message_id(),
+        "type": kind,
+        "event_id": event_id,
+        "incident_id": incident_id,
+        "severity": (incident or {}).get("severity"),
+        "payload": payload,
+        "state": DeliveryState.pending,
+        "attempts": 0,
+        "round_start": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
+def _silenced(
+    session: Session, events: list[dict[str, Any]], channels: list[tuple[int, dict[str, Any]]]
+) -> set[int]:
+    if all(rule["include_silenced"] for _, rule in channels):
+        return set()
+    found = {e["incident_id"] for e in events if (e["data"] or {}).get("silenced_by")}
+    column = getattr(Incident, "silenced_by", None)  # the silences' column, once merged
+    unknown = {e["incident_id"] for e in events if "silenced_by" not in (e["data"] or {})}
+    if column is not None and unknown:
+        query = select(Incident.id).where(Incident.id.in_(unknown), column.is_not(None))
+        found |= set(session.scalars(query))
+    return found
+
+
+if write_deliveries not in events.ALSO_WRITE:
+    events.ALSO_WRITE.append(write_deliveries)

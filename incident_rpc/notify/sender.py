@@ -1,0 +1,205 @@
+"""The sender: one per worker process, posting the outbox's due deliveries.
+
+A thread (a greenlet in a gevent worker) claims due deliveries (claims.py), starts one
+attempt per claimed row (per chat, for Telegram) up to NOTIFY_CONCURRENCY at once,
+and records each result. It looks when a commit wrote deliveries in this process
+(`wake`; again soon after, as the ring comes just before the commit), when the
+earliest pending delivery is due, and every NOTIFY_POLL_INTERVAL anyway, so rows
+written by other processes, or left by a sender that died, are found.
+
+On SQLite a single sender runs per database: the worker holding a file lock beside
+the database; when it dies, the lock goes and another worker's sender takes over.
+Telegram: at most one message per TELEGRAM_CHAT_INTERVAL to a chat (a slot taken in
+the database, so across every sender) and TELEGRAM_PER_SECOND from this sender; what
+waits for a chat goes out together, as one digest.
+"""
+
+import fcntl
+import logging
+import os
+import secrets
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import Row, create_engine
+from sqlalchemy.engine import Engine
+
+from ..database import engine_options
+from ..models import utcnow
+from . import claims, retries, transports
+from .models import ChannelKind, DeliveryState
+
+log = logging.getLogger("incident_rpc")
+FIRST_CHASE = 0.005  # seconds: after a ring, look again this soon (doubling) if nothing is due
+_senders: list["Sender"] = []
+
+
+def wake() -> None:
+    """Deliveries are about to commit in this process: look for them now."""
+    for running in _senders:
+        running.wanted.set()
+
+
+class Sender:
+    def __init__(self, app: Flask) -> None:
+        self.config = app.config
+        self.engine = _engine(app.config)
+        self.postgres = self.engine.dialect.name == "postgresql"
+        self.token = f"{os.getpid()}.{secrets.token_hex(6)}"  # whose claim: the pid
+        self.wanted = threading.Event()
+        self.free = app.config["NOTIFY_CONCURRENCY"]
+        self._free_lock = threading.Lock()
+        self._pacer = _Pacer(1 / app.config["TELEGRAM_PER_SECOND"])
+        self._lock_file: Any = None
+        threading.Thread(target=self._run, name="incident-notify", daemon=True).start()
+
+    def _run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self._serve()
+            except Exception as error:  # the database went away: try again, then catch up
+                log.warning("notification sender: %s; again in %.1f s", type(error).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _serve(self) -> None:
+        poll = self.config["NOTIFY_POLL_INTERVAL"]
+        chase = 0.0
+        while True:
+            if not self._may_send():
+                time.sleep(poll)
+                continue
+            if self.wanted.is_set():
+                self.wanted.clear()
+                chase = FIRST_CHASE
+            started = self._round()
+            if started and self.free:
+                continue
+            wait = poll if started else self._until_due(poll)
+            if not started and chase:
+                wait, chase = min(wait, chase), (chase * 2 if chase * 2 < poll else 0.0)
+            self.wanted.wait(wait)
+
+    def _may_send(self) -> bool:
+        """PostgreSQL: always. SQLite: while this process holds the sender's file lock."""
+        if self.postgres or self._lock_file is not None:
+            return True
+        path = Path(self.engine.url.database or "instance/memory").with_suffix(".sender.lock")
+        handle = open(path, "w")  # noqa: SIM115 (held for the life of the process)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        return True
+
+    def _round(self) -> int:
+        """Claim what is due, up to the free slots; start the attempts. How many began."""
+        if not self.free:
+            return 0
+        now = utcnow()
+        lease, started = self.config["NOTIFY_LEASE"], 0
+        with self.engine.connect() as connection:
+            work: list[list[Row]] = [
+                [row] for row in claims.claim(connection, now, lease, self.token, self.free)
+            ]
+            for channel_id in claims.telegram_due(connection, now):
+                if len(work) >= self.free:
+                    break
+                interval = self.config["TELEGRAM_CHAT_INTERVAL"]
+                if claims.take_chat_slot(connection, channel_id, now, interval):
+                    limit = self.config["TELEGRAM_DIGEST_MAX"]
+                    rows = claims.claim(connection, now, lease, self.token, limit, channel_id)
+                    if rows:
+                        work.append(rows)
+            if not work:
+                return 0
+            found = claims.channels(connection, {rows[0].channel_id for rows in work})
+        for rows in work:
+            with self._free_lock:
+                self.free -= 1
+            thread = threading.Thread(
+                target=self._attempt, args=(found[rows[0].channel_id], rows), daemon=True
+            )
+            thread.start()
+            started += 1
+        return started
+
+    def _attempt(self, channel: Row, rows: list[Row]) -> None:
+        try:
+            if channel.kind == ChannelKind.telegram:
+                self._pacer.wait()
+            outcome = transports.send(channel, rows, self.config)
+            self._record(channel, rows, outcome)
+        except Exception as error:  # recorded next time: the lease runs out
+            log.warning("notification attempt: %s", type(error).__name__)
+        finally:
+            with self._free_lock:
+                self.free += 1
+            self.wanted.set()
+
+    def _record(self, channel: Row, rows: list[Row], outcome: Any) -> None:
+        now = utcnow()
+        schedule = self.config["NOTIFY_RETRY_SCHEDULE"]
+        with self.engine.connect() as connection:
+            disable = False
+            for row in rows:
+                verdict = retries.decide(outcome, row.attempts - row.round_start, schedule)
+                if not claims.finish(connection, row, verdict, outcome, self.token, now):
+                    continue  # taken over after the lease: the other sender records it
+                disable = disable or verdict.disable
+                if verdict.state == DeliveryState.failed:
+                    log.warning(
+                        "notification %s to channel %s failed: %s",
+                        row.id, channel.id, outcome.error,
+                    )  # fmt: skip
+            if disable:
+                claims.disable(connection, channel.id, "the receiver answered 410 Gone")
+            if channel.kind == ChannelKind.telegram and outcome.retry_after is not None:
+                until = datetime.fromtimestamp(time.time() + outcome.retry_after, UTC)
+                claims.hold_chat(connection, channel.id, until)
+
+    def _until_due(self, poll: float) -> float:
+        with self.engine.connect() as connection:
+            due = claims.next_due(connection)
+        if due is None:
+            return poll
+        if due.tzinfo is None:
+            due = due.replace(tzinfo=UTC)
+        return min(poll, max((due - utcnow()).total_seconds(), 0.01))
+
+
+class _Pacer:
+    """At most one call per `interval` through `wait`, in this process."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        if start > now:
+            time.sleep(start - now)
+
+
+def _engine(config: dict[str, Any]) -> Engine:
+    options = engine_options(config)
+    if "pool_size" in options:
+        options.update(pool_size=2, max_overflow=config["NOTIFY_CONCURRENCY"])
+    return create_engine(config["SQLALCHEMY_DATABASE_URI"], isolation_level="AUTOCOMMIT", **options)
+
+
+def start(app: Flask) -> None:
+    """In a worker process, after gunicorn forked it (gunicorn.conf.py)."""
+    if app.config["NOTIFY_SENDER"]:
+        _senders.append(Sender(app))
