@@ -13,6 +13,7 @@ import socket
 from urllib.parse import urlsplit
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # IPv4 through a translator: the last 32 bits
 
 
 class Refused(ValueError):
@@ -21,9 +22,12 @@ class Refused(ValueError):
 
 def is_public(address: Address) -> bool:
     """A globally routable unicast address: not loopback, link-local, private, shared
-    (100.64/10), multicast, reserved or unspecified; IPv4 inside IPv6 counts as IPv4."""
+    (100.64/10), multicast, reserved or unspecified; IPv4 inside IPv6 (mapped, 6to4,
+    NAT64) counts as that IPv4 address; Teredo never passes."""
     if isinstance(address, ipaddress.IPv6Address):
         embedded = address.ipv4_mapped or address.sixtofour
+        if address in NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public(embedded)
         if address.teredo is not None:

@@ -20,18 +20,20 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Row, create_engine
+from sqlalchemy import Row, create_engine, event
 from sqlalchemy.engine import Engine
 
 from ..database import engine_options
 from ..models import utcnow
 from . import claims, retries, transports
 from .models import ChannelKind, DeliveryState
+from .post import Outcome
 
 log = logging.getLogger("incident_rpc")
 FIRST_CHASE = 0.005  # seconds: after a ring, look again this soon (doubling) if nothing is due
@@ -51,8 +53,12 @@ class Sender:
         self.postgres = self.engine.dialect.name == "postgresql"
         self.token = f"{os.getpid()}.{secrets.token_hex(6)}"  # whose claim: the pid
         self.wanted = threading.Event()
-        self.free = app.config["NOTIFY_CONCURRENCY"]
-        self._free_lock = threading.Lock()
+        self.free = app.config["NOTIFY_CONCURRENCY"]  # attempts that may start now
+        # Claimed ahead of the attempts, so that a claim and a record serve many rows.
+        self.capacity = 4 * self.free
+        self._claimed: deque[tuple[Row, list[Row]]] = deque()
+        self._results: list[tuple[Row, list[Row], Outcome]] = []
+        self._lock = threading.Lock()  # the slots and the results
         self._pacer = _Pacer(1 / app.config["TELEGRAM_PER_SECOND"])
         self._lock_file: Any = None
         threading.Thread(target=self._run, name="incident-notify", daemon=True).start()
@@ -77,11 +83,15 @@ class Sender:
             if self.wanted.is_set():
                 self.wanted.clear()
                 chase = FIRST_CHASE
-            started = self._round()
-            if started and self.free:
+            self._record()
+            claimed = self._claim()
+            self._start()
+            if claimed:
+                chase = FIRST_CHASE
                 continue
-            wait = poll if started else self._until_due(poll)
-            if not started and chase:
+            busy = self._claimed or self.free < self.config["NOTIFY_CONCURRENCY"]
+            wait = poll if busy else self._until_due(poll)
+            if chase:
                 wait, chase = min(wait, chase), (chase * 2 if chase * 2 < poll else 0.0)
             self.wanted.wait(wait)
 
@@ -99,74 +109,87 @@ class Sender:
         self._lock_file = handle
         return True
 
-    def _round(self) -> int:
-        """Claim what is due, up to the free slots; start the attempts. How many began."""
-        if not self.free:
+    def _claim(self) -> int:
+        """Claim what is due, up to the room left; how many attempts that makes."""
+        room = self.capacity - len(self._claimed) - (self.config["NOTIFY_CONCURRENCY"] - self.free)
+        if room <= 0:
             return 0
-        now = utcnow()
-        lease, started = self.config["NOTIFY_LEASE"], 0
-        with self.engine.connect() as connection:
-            work: list[list[Row]] = [
-                [row] for row in claims.claim(connection, now, lease, self.token, self.free)
-            ]
-            for channel_id in claims.telegram_due(connection, now):
-                if len(work) >= self.free:
-                    break
+        now, lease = utcnow(), self.config["NOTIFY_LEASE"]
+        with self.engine.begin() as connection:
+            work = [[row] for row in claims.claim(connection, now, lease, self.token, room)]
+        for channel_id in self._due_chats(now):
+            if len(work) >= room:
+                break
+            with self.engine.begin() as connection:
                 interval = self.config["TELEGRAM_CHAT_INTERVAL"]
-                if claims.take_chat_slot(connection, channel_id, now, interval):
-                    limit = self.config["TELEGRAM_DIGEST_MAX"]
-                    rows = claims.claim(connection, now, lease, self.token, limit, channel_id)
-                    if rows:
-                        work.append(rows)
-            if not work:
-                return 0
+                if not claims.take_chat_slot(connection, channel_id, now, interval):
+                    continue
+                limit = self.config["TELEGRAM_DIGEST_MAX"]
+                rows = claims.claim(connection, now, lease, self.token, limit, channel_id)
+            if rows:
+                work.append(rows)
+        if not work:
+            return 0
+        with self.engine.begin() as connection:
             found = claims.channels(connection, {rows[0].channel_id for rows in work})
-        for rows in work:
-            with self._free_lock:
+        self._claimed.extend((found[rows[0].channel_id], rows) for rows in work)
+        return len(work)
+
+    def _due_chats(self, now: datetime) -> list[int]:
+        with self.engine.begin() as connection:
+            return claims.telegram_due(connection, now)
+
+    def _start(self) -> None:
+        while self._claimed and self.free:
+            channel, rows = self._claimed.popleft()
+            with self._lock:
                 self.free -= 1
-            thread = threading.Thread(
-                target=self._attempt, args=(found[rows[0].channel_id], rows), daemon=True
-            )
+            thread = threading.Thread(target=self._attempt, args=(channel, rows), daemon=True)
             thread.start()
-            started += 1
-        return started
 
     def _attempt(self, channel: Row, rows: list[Row]) -> None:
         try:
             if channel.kind == ChannelKind.telegram:
                 self._pacer.wait()
             outcome = transports.send(channel, rows, self.config)
-            self._record(channel, rows, outcome)
-        except Exception as error:  # recorded next time: the lease runs out
+        except Exception as error:  # a bug: the lease runs out and another attempt follows
             log.warning("notification attempt: %s", type(error).__name__)
-        finally:
-            with self._free_lock:
-                self.free += 1
-            self.wanted.set()
+            outcome = None
+        with self._lock:
+            self.free += 1
+            if outcome is not None:
+                self._results.append((channel, rows, outcome))
+        self.wanted.set()
 
-    def _record(self, channel: Row, rows: list[Row], outcome: Any) -> None:
+    def _record(self) -> None:
+        """Every finished attempt's result, in one transaction."""
+        with self._lock:
+            results, self._results = self._results, []
+        if not results:
+            return
         now = utcnow()
         schedule = self.config["NOTIFY_RETRY_SCHEDULE"]
-        with self.engine.connect() as connection:
-            disable = False
-            for row in rows:
-                verdict = retries.decide(outcome, row.attempts - row.round_start, schedule)
-                if not claims.finish(connection, row, verdict, outcome, self.token, now):
-                    continue  # taken over after the lease: the other sender records it
-                disable = disable or verdict.disable
-                if verdict.state == DeliveryState.failed:
-                    log.warning(
-                        "notification %s to channel %s failed: %s",
-                        row.id, channel.id, outcome.error,
-                    )  # fmt: skip
-            if disable:
-                claims.disable(connection, channel.id, "the receiver answered 410 Gone")
-            if channel.kind == ChannelKind.telegram and outcome.retry_after is not None:
-                until = datetime.fromtimestamp(time.time() + outcome.retry_after, UTC)
-                claims.hold_chat(connection, channel.id, until)
+        with self.engine.begin() as connection:
+            for channel, rows, outcome in results:
+                disable = False
+                for row in rows:
+                    verdict = retries.decide(outcome, row.attempts - row.round_start, schedule)
+                    if not claims.finish(connection, row, verdict, outcome, self.token, now):
+                        continue  # taken over after its lease: the other sender records it
+                    disable = disable or verdict.disable
+                    if verdict.state == DeliveryState.failed:
+                        log.warning(
+                            "notification %s to channel %s failed: %s",
+                            row.id, channel.id, outcome.error,
+                        )  # fmt: skip
+                if disable:
+                    claims.disable(connection, channel.id, "the receiver answered 410 Gone")
+                if channel.kind == ChannelKind.telegram and outcome.retry_after is not None:
+                    until = datetime.fromtimestamp(time.time() + outcome.retry_after, UTC)
+                    claims.hold_chat(connection, channel.id, until)
 
     def _until_due(self, poll: float) -> float:
-        with self.engine.connect() as connection:
+        with self.engine.begin() as connection:
             due = claims.next_due(connection)
         if due is None:
             return poll
@@ -193,10 +216,23 @@ class _Pacer:
 
 
 def _engine(config: dict[str, Any]) -> Engine:
+    """The sender's own engine: one connection at a time is all it uses. On SQLite each
+    transaction takes the write lock up front (every one of them writes)."""
     options = engine_options(config)
     if "pool_size" in options:
-        options.update(pool_size=2, max_overflow=config["NOTIFY_CONCURRENCY"])
-    return create_engine(config["SQLALCHEMY_DATABASE_URI"], isolation_level="AUTOCOMMIT", **options)
+        options.update(pool_size=1, max_overflow=2)
+    engine = create_engine(config["SQLALCHEMY_DATABASE_URI"], **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(
+            engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE")
+        )
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
+    dbapi_connection.isolation_level = None  # BEGIN IMMEDIATE, above, instead of sqlite3's own
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def start(app: Flask) -> None:
