@@ -10,12 +10,13 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import delete, select
 
-from ..errors import Conflict, InvalidParams, NotFound
-from ..extensions import db
-from ..models import Role, utcnow
-from ..notify import addresses, outbox, rules, sender, signing
-from ..notify.models import Channel, ChannelKind, Delivery, DeliveryState
-from ..notify.schemas import (
+from incident_rpc.dispatch.registry import Context, action
+from incident_rpc.errors import Conflict, InvalidParams, NotFound
+from incident_rpc.extensions import db
+from incident_rpc.models import Role, utcnow
+from incident_rpc.notify import addresses, outbox, rules, sender, signing
+from incident_rpc.notify.models import Channel, ChannelKind, Delivery, DeliveryState
+from incident_rpc.notify.schemas import (
     RULE_KEYS,
     ChannelCreateParams,
     ChannelIdParams,
@@ -27,8 +28,7 @@ from ..notify.schemas import (
     delivery_out,
     new_channel_out,
 )
-from ..rpc import Context, action
-from ..schemas import IdParams
+from incident_rpc.schemas.incidents import IdParams
 
 
 def _check_url(url: str) -> None:

@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, case, func, or_, select, update
 
-from .models import Channel, ChannelKind, Delivery, DeliveryState
-from .post import Outcome
-from .retries import Verdict
+from incident_rpc.notify.models import Channel, ChannelKind, Delivery, DeliveryState
+from incident_rpc.notify.post import Outcome
+from incident_rpc.notify.retries import Verdict
 
 MAX_ERROR = 500  # characters of an attempt's error kept
 

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
-from ..models import BigId, JsonDoc, UTCDateTime, utcnow
+from incident_rpc.extensions import db
+from incident_rpc.models import BigId, JsonDoc, UTCDateTime, utcnow
 
 
 class ChannelKind:

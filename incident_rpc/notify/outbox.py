@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from .. import events
-from ..models import Incident, utcnow
-from . import rules, sender
-from .models import Channel, Delivery, DeliveryState
+from incident_rpc.events import journal
+from incident_rpc.models import Incident, utcnow
+from incident_rpc.notify import rules, sender
+from incident_rpc.notify.models import Channel, Delivery, DeliveryState
 
 
 def new_message_id() -> str:
@@ -89,5 +89,5 @@ def _silenced(
     return found
 
 
-if write_deliveries not in events.ALSO_WRITE:
-    events.ALSO_WRITE.append(write_deliveries)
+if write_deliveries not in journal.ALSO_WRITE:
+    journal.ALSO_WRITE.append(write_deliveries)

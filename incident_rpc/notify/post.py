@@ -14,8 +14,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..models import utcnow
-from . import addresses
+from incident_rpc.models import utcnow
+from incident_rpc.notify import addresses
 
 MAX_ANSWER = 64 * 1024  # bytes of an answer read (Telegram's says why it refused)
 

@@ -11,7 +11,7 @@ request again would get the same answer.
 import random
 from dataclasses import dataclass
 
-from .post import Outcome
+from incident_rpc.notify.post import Outcome
 
 MAX_RETRY_AFTER = 24 * 3600.0  # seconds; a receiver cannot park a delivery for longer
 JITTER = 0.2  # each delay is moved by up to this fraction, either way

@@ -9,10 +9,10 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from ..fields import Text, Timestamp, identifier, strict_boolean
-from ..schemas import Params
-from .models import ChannelKind, DeliveryState
-from .rules import EVENT_TYPES, SEVERITIES
+from incident_rpc.notify.models import ChannelKind, DeliveryState
+from incident_rpc.notify.rules import EVENT_TYPES, SEVERITIES
+from incident_rpc.schemas.fields import Text, Timestamp, identifier, strict_boolean
+from incident_rpc.schemas.incidents import Params
 
 NAME = validate.Length(1, 60)
 SOURCES = ("operator", "monitoring", "partner", "unknown")

@@ -29,11 +29,11 @@ from flask import Flask
 from sqlalchemy import Row, create_engine, event
 from sqlalchemy.engine import Engine
 
-from ..database import engine_options
-from ..models import utcnow
-from . import claims, retries, transports
-from .models import ChannelKind, DeliveryState
-from .post import Outcome
+from incident_rpc.models import utcnow
+from incident_rpc.notify import claims, retries, transports
+from incident_rpc.notify.models import ChannelKind, DeliveryState
+from incident_rpc.notify.post import Outcome
+from incident_rpc.runtime.database import engine_options
 
 log = logging.getLogger("incident_rpc")
 FIRST_CHASE = 0.005  # seconds: after a ring, look again this soon (doubling) if nothing is due

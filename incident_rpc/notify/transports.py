@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import Row
 
-from .. import jsonio
-from . import messages, signing
-from .models import ChannelKind
-from .post import Outcome, post
+from incident_rpc.notify import messages, signing
+from incident_rpc.notify.models import ChannelKind
+from incident_rpc.notify.post import Outcome, post
+from incident_rpc.runtime import jsonio
 
 
 def send(channel: Row, rows: list[Row], config: dict[str, Any]) -> Outcome:
