@@ -119,6 +119,9 @@ def channel_update(ctx: Context, params: dict[str, Any]) -> Channel:
 def channel_delete(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """The channel and its deliveries; what was still pending is not sent."""
     channel = _channel(params["id"])
+    # Locked in id order first, as the sender updates them: the two never deadlock.
+    mine = select(Delivery.id).where(Delivery.channel_id == channel.id).order_by(Delivery.id)
+    db.session.execute(mine.with_for_update())
     db.session.execute(delete(Delivery).where(Delivery.channel_id == channel.id))
     db.session.delete(channel)
     return {"id": params["id"], "deleted": True}

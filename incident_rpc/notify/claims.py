@@ -121,6 +121,19 @@ def take_chat_slot(connection: Connection, channel_id: int, now: datetime, inter
     return connection.execute(statement).rowcount == 1
 
 
+def push_chat_slot(connection: Connection, channel_id: int, now: datetime, interval: float) -> None:
+    """A message to the chat is going out now: the next may not go before `interval`
+    from now (the slot was taken at the claim, which may have been a while ago)."""
+    later = now + timedelta(seconds=interval)
+    statement = (
+        update(Channel)
+        .where(Channel.id == channel_id)
+        .where(or_(Channel.next_send_at.is_(None), Channel.next_send_at < later))
+        .values(next_send_at=later)
+    )
+    connection.execute(statement)
+
+
 def hold_chat(connection: Connection, channel_id: int, until: datetime) -> None:
     """Telegram said to wait (429 retry_after): no message to the chat before `until`."""
     connection.execute(update(Channel).where(Channel.id == channel_id).values(next_send_at=until))

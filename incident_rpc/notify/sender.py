@@ -151,6 +151,9 @@ class Sender:
         try:
             if channel.kind == ChannelKind.telegram:
                 self._pacer.wait()
+                with self.engine.begin() as connection:  # the chat's next second starts now
+                    interval = self.config["TELEGRAM_CHAT_INTERVAL"]
+                    claims.push_chat_slot(connection, channel.id, utcnow(), interval)
             outcome = transports.send(channel, rows, self.config)
         except Exception as error:  # a bug: the lease runs out and another attempt follows
             log.warning("notification attempt: %s", type(error).__name__)
@@ -162,31 +165,37 @@ class Sender:
         self.wanted.set()
 
     def _record(self) -> None:
-        """Every finished attempt's result, in one transaction."""
+        """Every finished attempt's result, in one transaction. Rows are updated in id
+        order, as channel_delete locks them, so that the two never deadlock."""
         with self._lock:
             results, self._results = self._results, []
         if not results:
             return
         now = utcnow()
         schedule = self.config["NOTIFY_RETRY_SCHEDULE"]
+        attempts = sorted(
+            ((row, channel, outcome) for channel, rows, outcome in results for row in rows),
+            key=lambda attempt: attempt[0].id,
+        )
+        disabled: set[int] = set()
         with self.engine.begin() as connection:
-            for channel, rows, outcome in results:
-                disable = False
-                for row in rows:
-                    verdict = retries.decide(outcome, row.attempts - row.round_start, schedule)
-                    if not claims.finish(connection, row, verdict, outcome, self.token, now):
-                        continue  # taken over after its lease: the other sender records it
-                    disable = disable or verdict.disable
-                    if verdict.state == DeliveryState.failed:
-                        log.warning(
-                            "notification %s to channel %s failed: %s",
-                            row.id, channel.id, outcome.error,
-                        )  # fmt: skip
-                if disable:
-                    claims.disable(connection, channel.id, "the receiver answered 410 Gone")
+            for row, channel, outcome in attempts:
+                verdict = retries.decide(outcome, row.attempts - row.round_start, schedule)
+                if not claims.finish(connection, row, verdict, outcome, self.token, now):
+                    continue  # taken over after its lease: the other sender records it
+                if verdict.disable:
+                    disabled.add(channel.id)
+                if verdict.state == DeliveryState.failed:
+                    log.warning(
+                        "notification %s to channel %s failed: %s",
+                        row.id, channel.id, outcome.error,
+                    )  # fmt: skip
+            for channel, _, outcome in results:
                 if channel.kind == ChannelKind.telegram and outcome.retry_after is not None:
                     until = datetime.fromtimestamp(time.time() + outcome.retry_after, UTC)
                     claims.hold_chat(connection, channel.id, until)
+            for channel_id in sorted(disabled):
+                claims.disable(connection, channel_id, "the receiver answered 410 Gone")
 
     def _until_due(self, poll: float) -> float:
         with self.engine.begin() as connection:
