@@ -206,6 +206,7 @@ class Config:
     NOTIFY_RETRY_SCHEDULE = _schedule(
         "NOTIFY_RETRY_SCHEDULE", "5,30,120,600,1800,3600,7200,14400,28800,43200"
     )
+    NOTIFY_RENOTIFY_UNIT = _seconds("NOTIFY_RENOTIFY_UNIT", 60)  # a renotify_every minute
     WEBHOOK_ALLOW_PRIVATE = _bool("WEBHOOK_ALLOW_PRIVATE", False)  # loopback/private URLs
     TELEGRAM_API_URL = _text("TELEGRAM_API_URL") or "https://api.telegram.org"
     TELEGRAM_CHAT_INTERVAL = _seconds("TELEGRAM_CHAT_INTERVAL", 1)  # between messages to a chat

@@ -24,6 +24,7 @@ SETTINGS = {
     "NOTIFY_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2",
     "NOTIFY_POLL_INTERVAL": "0.5",
     "MAX_BATCH_ANSWER": "3000",
+    "NOTIFY_RENOTIFY_UNIT": "1",
 }
 
 
@@ -259,3 +260,28 @@ def test_concurrent_creates_are_each_delivered_once(server: Server, token: str, 
     webhook_ids = [r.headers["webhook-id"] for r in got]
     assert len(webhook_ids) == len(set(webhook_ids)) == 200
     assert sorted(verified(channel["secret"], r)["incident"]["id"] for r in got) == sorted(ids)
+
+
+def test_an_unacknowledged_incident_is_renotified_a_few_times(server: Server, token: str, channels):
+    """renotify_every is in minutes; NOTIFY_RENOTIFY_UNIT makes a minute 1 s here."""
+    with Receiver() as receiver:
+        channel = channels(receiver.url, renotify_every=1, renotify_max=2,
+                           renotify_min_severity="high")  # fmt: skip
+
+        def renotified(incident_id: int) -> list[Received]:
+            return [r for r in receiver.received if r.json()["type"] == "incident.renotified"
+                    and r.json()["incident"]["id"] == incident_id]  # fmt: skip
+
+        waiting = create(server, token, severity="critical")
+        taken = create(server, token, severity="critical")
+        server.rpc("acknowledge", token, 200, id=taken["id"])
+        low = create(server, token, severity="medium")
+        eventually(lambda: len(renotified(waiting["id"])) >= 2)
+        later = create(server, token, severity="high")
+        eventually(lambda: len(renotified(later["id"])) >= 2)  # the first had time for a 3rd
+        first = renotified(waiting["id"])
+    assert len(first) == 2
+    assert [verified(channel["secret"], r)["renotify"] for r in first] == [1, 2]
+    assert len({r.headers["webhook-id"] for r in first}) == 2
+    assert first[1].at - first[0].at >= 0.8
+    assert renotified(taken["id"]) == [] and renotified(low["id"]) == []

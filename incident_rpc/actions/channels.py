@@ -14,7 +14,7 @@ from incident_rpc.dispatch.registry import Context, action
 from incident_rpc.errors import Conflict, InvalidParams, NotFound
 from incident_rpc.extensions import db
 from incident_rpc.models import Role, utcnow
-from incident_rpc.notify import addresses, outbox, rules, sender, signing
+from incident_rpc.notify import addresses, rows, rules, sender, signing
 from incident_rpc.notify.models import Channel, ChannelKind, Delivery, DeliveryState
 from incident_rpc.notify.schemas import (
     RULE_KEYS,
@@ -134,7 +134,7 @@ def channel_test(ctx: Context, params: dict[str, Any]) -> Delivery:
     channel = _channel(params["id"])
     if not channel.enabled:
         raise Conflict(f"channel {channel.id} is disabled; enable it with channel_update")
-    row = outbox.delivery_row(channel.id, "channel.test", None, None, utcnow(), actor=ctx.actor)
+    row = rows.delivery_row(channel.id, "channel.test", None, None, utcnow(), actor=ctx.actor)
     delivery = Delivery(**row)
     db.session.add(delivery)
     db.session.flush()

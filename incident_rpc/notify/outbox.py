@@ -10,7 +10,6 @@ Silenced incidents: `silenced_by`, when the incident's wire form carries it, or 
 column when the model has one (then one SELECT of the silenced ids among these).
 """
 
-import secrets
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -18,12 +17,8 @@ from sqlalchemy.orm import Session
 
 from incident_rpc.events import journal
 from incident_rpc.models import Incident, utcnow
-from incident_rpc.notify import rules, sender
-from incident_rpc.notify.models import Channel, Delivery, DeliveryState
-
-
-def new_message_id() -> str:
-    return "msg_" + secrets.token_urlsafe(18)
+from incident_rpc.notify import rows, rules, sender
+from incident_rpc.notify.models import Channel, Delivery
 
 
 def write_deliveries(session: Session, events: list[dict[str, Any]]) -> None:
@@ -34,45 +29,16 @@ def write_deliveries(session: Session, events: list[dict[str, Any]]) -> None:
         return
     silenced = _silenced(session, events, channels)
     now = utcnow()
-    rows = [
-        delivery_row(channel_id, event["type"], event["incident_id"], event["data"],
-                     now, event_id=event["id"], at=event["at"], actor=event["actor"])
+    matched = [
+        rows.delivery_row(channel_id, event["type"], event["incident_id"], event["data"],
+                          now, event_id=event["id"], at=event["at"], actor=event["actor"])
         for event in events
         for channel_id, rule in channels
         if rules.matches(rule, event["type"], event["data"], event["incident_id"] in silenced)
     ]  # fmt: skip
-    if rows:
-        session.execute(insert(Delivery), rows)
+    if matched:
+        session.execute(insert(Delivery), matched)
         sender.wake()  # before the commit: it looks again shortly if it finds nothing yet
-
-
-def delivery_row(
-    channel_id: int, kind: str, incident_id: int | None, incident: dict[str, Any] | None,
-    now: Any, event_id: int | None = None, at: str | None = None, message_id: str | None = None,
-    **extra: Any,
-) -> dict[str, Any]:  # fmt: skip
-    """The columns of one pending delivery; its payload is the webhook body."""
-    payload = {
-        "type": f"incident.{kind}" if incident is not None else kind,
-        "event_id": event_id,
-        "at": at or now.isoformat(),
-        "incident": incident,
-        **extra,
-    }
-    return {
-        "channel_id": channel_id,
-        "message_id": message_id or new_message_id(),
-        "type": kind,
-        "event_id": event_id,
-        "incident_id": incident_id,
-        "severity": (incident or {}).get("severity"),
-        "payload": payload,
-        "state": DeliveryState.pending,
-        "attempts": 0,
-        "round_start": 0,
-        "next_attempt_at": now,
-        "created_at": now,
-    }
 
 
 def _silenced(

@@ -30,7 +30,7 @@ from sqlalchemy import Row, create_engine, event
 from sqlalchemy.engine import Engine
 
 from incident_rpc.models import utcnow
-from incident_rpc.notify import claims, retries, transports
+from incident_rpc.notify import claims, renotify, retries, transports
 from incident_rpc.notify.models import ChannelKind, DeliveryState
 from incident_rpc.notify.post import Outcome
 from incident_rpc.runtime.database import engine_options
@@ -61,6 +61,7 @@ class Sender:
         self._lock = threading.Lock()  # the slots and the results
         self._pacer = _Pacer(1 / app.config["TELEGRAM_PER_SECOND"])
         self._lock_file: Any = None
+        self._next_scan = 0.0  # time.monotonic() of the next re-notification scan
         threading.Thread(target=self._run, name="incident-notify", daemon=True).start()
 
     def _run(self) -> None:
@@ -84,6 +85,7 @@ class Sender:
                 self.wanted.clear()
                 chase = FIRST_CHASE
             self._record()
+            self._renotify()
             claimed = self._claim()
             self._start()
             if claimed:
@@ -134,6 +136,17 @@ class Sender:
             found = claims.channels(connection, {rows[0].channel_id for rows in work})
         self._claimed.extend((found[rows[0].channel_id], rows) for rows in work)
         return len(work)
+
+    def _renotify(self) -> None:
+        """Write the re-notifications that are due, at most once a poll interval."""
+        if time.monotonic() < self._next_scan:
+            return
+        self._next_scan = time.monotonic() + self.config["NOTIFY_POLL_INTERVAL"]
+        try:
+            with self.engine.begin() as connection:
+                renotify.scan(connection, utcnow(), self.config["NOTIFY_RENOTIFY_UNIT"])
+        except Exception as error:  # never in the way of the deliveries themselves
+            log.warning("re-notification scan: %s", type(error).__name__)
 
     def _due_chats(self, now: datetime) -> list[int]:
         with self.engine.begin() as connection:
