@@ -138,7 +138,7 @@ def test_every_package_init_is_only_a_docstring() -> None:
 def test_the_graph_resolves_relative_imports() -> None:
     graph = import_graph()
     assert "incident_rpc.dispatch.registry" in graph["incident_rpc.actions.incidents"]
-    assert "incident_rpc.extensions" in graph["incident_rpc.dispatch.dispatcher"]
+    assert "incident_rpc.dispatch.registry" in graph["incident_rpc.dispatch.dispatcher"]
 
 
 if __name__ == "__main__":
