@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from receivers import Answer, Received, Receiver, eventually
 from sqlalchemy import create_engine, text
-
-from conftest import Server, free_port
+from support import Server, free_port
 
 SETTINGS = {
     "WEBHOOK_ALLOW_PRIVATE": "1",
@@ -85,9 +84,7 @@ def assert_once_each(received: list[Received], ids: list[int]) -> None:
 def kill_everything(server: Server) -> None:
     """SIGKILL the master and its workers: nothing gets to finish anything."""
     assert server.process is not None
-    master = server.process.pid
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    for pid in [master, *map(int, children)]:
+    for pid in [server.process.pid, *server.workers()]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from receivers import Answer, Received, Receiver, eventually
 from standardwebhooks.webhooks import Webhook
-
-from conftest import Server
+from support import Server
 
 SETTINGS = {
     "WEBHOOK_ALLOW_PRIVATE": "1",

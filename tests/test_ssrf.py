@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 from receivers import Receiver, eventually
+from support import Server
 
-from conftest import Server
 from incident_rpc.notify import addresses
 
 NOT_PUBLIC = [

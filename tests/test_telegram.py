@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 from receivers import Answer, Received, Receiver, eventually
-
-from conftest import Server
+from support import Server
 
 BOT_TOKEN = "123456:ABC-secret-bot-token"
 

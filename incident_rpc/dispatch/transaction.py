@@ -1,8 +1,9 @@
 """The one commit step, and the shared transaction of a batch.
 
 A command's changes and the events that describe them are committed together:
-`commit` writes the pending events (journal.write_pending), commits, and then
-rings the doorbell (fanout.pass_on) so that every subscriber hears of them. In a
+`commit` writes the pending events (journal.write_pending) and the notification
+deliveries they call for (notify.outbox), commits, and then rings the doorbell
+(fanout.pass_on) so that every subscriber hears of them, and wakes the sender. In a
 batch's shared transaction (`shared`) a command's commit is only its savepoint's:
 the events wait for the batch's own commit, and are passed on after it.
 Nothing here hangs on SQLAlchemy's Session events: every commit of a command
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from incident_rpc.events import fanout, journal
 from incident_rpc.extensions import db
+from incident_rpc.notify import outbox, sender
 
 _OPTIONS = {"expire_on_commit": False}  # as db.session's own (extensions.py)
 
@@ -24,8 +26,10 @@ _OPTIONS = {"expire_on_commit": False}  # as db.session's own (extensions.py)
 def commit() -> None:
     """Write the command's events, commit its changes with them, then pass them on."""
     session = db.session()
-    journal.write_pending(session)
+    notifies = outbox.write_deliveries(session, journal.write_pending(session))
     session.commit()
+    if notifies:  # (in a batch, before its own commit: the sender looks again soon)
+        sender.wake()
     if not journal.in_outer_transaction(session):
         _pass_on(session)
 

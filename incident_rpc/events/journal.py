@@ -23,7 +23,6 @@ worker's subscribers and, through a NOTIFY, to every other listener.
 See docs/design/event-ordering.md and docs/design/fan-out.md.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,11 +43,6 @@ PENDING = "incident_rpc.events_pending"  # session.info: events to write at comm
 RECORDED = "incident_rpc.events_recorded"  # session.info: Chunks written, to pass on
 _timestamp = Timestamp()
 Item = tuple[int, str | None, str]  # (event id, the incident's creator, message)
-
-
-# Rows that must commit exactly when these events do (the notification outbox): each is
-# called with the session and the events just written, ids set (notify/outbox.py).
-ALSO_WRITE: list[Callable[[Session, list[dict[str, Any]]], None]] = []
 
 
 class TooManyEvents(PayloadTooLarge):
@@ -134,13 +128,14 @@ class Chunk:
     items: list[Item]
 
 
-def write_pending(session: Session) -> None:
+def write_pending(session: Session) -> list[dict[str, Any]]:
     """Write the command's recorded events, in order, just before its commit
     (dispatch/transaction.py); their Chunk waits in `session.info[RECORDED]` for
-    `take_recorded` after the commit."""
+    `take_recorded` after the commit. Answers the events written, ids set (the
+    notification outbox's rows for them go into the same transaction)."""
     pending = session.info.pop(PENDING, None)
     if not pending:
-        return
+        return []
     session.flush()  # the changes first, as the events describe them
     for row in pending:
         row["at"] = _timestamp.serialize("at", row)
@@ -160,14 +155,13 @@ def write_pending(session: Session) -> None:
         session.execute(insert(Event), rows)
     for n, row in enumerate(pending):
         row["id"] = first_id + n
-    for write in ALSO_WRITE:
-        write(session, pending)
     items = [
         (row["id"], row["data"].get("created_by"),
          _wire(row["type"], row["id"], row["at"], row["actor"], row["data"]))
         for row in pending
     ]  # fmt: skip
     session.info.setdefault(RECORDED, []).append(Chunk(previous, final, items))
+    return pending
 
 
 def forget_pending(session: Session) -> None:

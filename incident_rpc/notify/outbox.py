@@ -1,10 +1,10 @@
 """The transactional outbox: delivery rows written with the events they report.
 
-`write_deliveries` runs inside `events.write_pending` (the session's before_commit),
-after the events got their ids: one SELECT of the enabled channels and one INSERT of
-the matching deliveries, in the same transaction as the change. A command that rolls
-back leaves no delivery; one that commits leaves them for the sender (sender.py),
-which it wakes.
+The commit step (dispatch/transaction.py) calls `write_deliveries` with the events
+just written (ids set), before the commit: one SELECT of the enabled channels and one
+INSERT of the matching deliveries, in the same transaction as the change. A command
+that rolls back leaves no delivery; one that commits leaves them for the sender
+(sender.py), which the commit step then wakes.
 
 Silenced incidents: `silenced_by`, when the incident's wire form carries it, or the
 column when the model has one (then one SELECT of the silenced ids among these).
@@ -15,18 +15,20 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from incident_rpc.events import journal
 from incident_rpc.models import Incident, utcnow
-from incident_rpc.notify import rows, rules, sender
+from incident_rpc.notify import rows, rules
 from incident_rpc.notify.models import Channel, Delivery
 
 
-def write_deliveries(session: Session, events: list[dict[str, Any]]) -> None:
-    """Add a delivery for every (event, enabled channel) that the channel's rule takes."""
+def write_deliveries(session: Session, events: list[dict[str, Any]]) -> int:
+    """Add a delivery for every (event, enabled channel) that the channel's rule takes;
+    how many."""
+    if not events:
+        return 0
     query = select(Channel.id, Channel.rule).where(Channel.enabled.is_(True))
     channels = [(row.id, rules.with_defaults(row.rule)) for row in session.execute(query)]
     if not channels:
-        return
+        return 0
     silenced = _silenced(session, events, channels)
     now = utcnow()
     matched = [
@@ -38,7 +40,7 @@ def write_deliveries(session: Session, events: list[dict[str, Any]]) -> None:
     ]  # fmt: skip
     if matched:
         session.execute(insert(Delivery), matched)
-        sender.wake()  # before the commit: it looks again shortly if it finds nothing yet
+    return len(matched)
 
 
 def _silenced(
@@ -53,7 +55,3 @@ def _silenced(
         query = select(Incident.id).where(Incident.id.in_(unknown), column.is_not(None))
         found |= set(session.scalars(query))
     return found
-
-
-if write_deliveries not in journal.ALSO_WRITE:
-    journal.ALSO_WRITE.append(write_deliveries)
