@@ -162,12 +162,13 @@ class Sender:
 
     def _attempt(self, channel: Row, rows: list[Row]) -> None:
         try:
-            if channel.kind == ChannelKind.telegram:
+            telegram = channel.kind == ChannelKind.telegram
+            if telegram:
                 self._pacer.wait()
-                with self.engine.begin() as connection:  # the chat's next second starts now
-                    interval = self.config["TELEGRAM_CHAT_INTERVAL"]
-                    claims.push_chat_slot(connection, channel.id, utcnow(), interval)
+                self._hold_chat_from_now(channel.id)  # the slot was taken at the claim
             outcome = transports.send(channel, rows, self.config)
+            if telegram:  # the chat's next message is a second after this one's answer
+                self._hold_chat_from_now(channel.id)
         except Exception as error:  # a bug: the lease runs out and another attempt follows
             log.warning("notification attempt: %s", type(error).__name__)
             outcome = None
@@ -176,6 +177,11 @@ class Sender:
             if outcome is not None:
                 self._results.append((channel, rows, outcome))
         self.wanted.set()
+
+    def _hold_chat_from_now(self, channel_id: int) -> None:
+        with self.engine.begin() as connection:
+            interval = self.config["TELEGRAM_CHAT_INTERVAL"]
+            claims.push_chat_slot(connection, channel_id, utcnow(), interval)
 
     def _record(self) -> None:
         """Every finished attempt's result, in one transaction. Rows are updated in id
