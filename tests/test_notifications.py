@@ -282,5 +282,5 @@ def test_an_unacknowledged_incident_is_renotified_a_few_times(server: Server, to
     assert len(first) == 2
     assert [verified(channel["secret"], r)["renotify"] for r in first] == [1, 2]
     assert len({r.headers["webhook-id"] for r in first}) == 2
-    assert first[1].at - first[0].at >= 0.8
+    assert first[1].at - first[0].at >= 0.5  # a minute (here 1 s) apart, give or take sending
     assert renotified(taken["id"]) == [] and renotified(low["id"]) == []

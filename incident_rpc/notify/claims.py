@@ -84,6 +84,17 @@ def finish(
     return connection.execute(statement.values(**values)).rowcount == 1
 
 
+def finish_delivered(
+    connection: Connection, ids: list[int], status: int, token: str, now: datetime
+) -> None:
+    """Record many successful attempts in one statement (those still this sender's)."""
+    statement = update(Delivery).where(Delivery.id.in_(ids), Delivery.claim == token)
+    connection.execute(statement.values(
+        claim=None, claimed_until=None, last_status=status, last_error=None,
+        state=DeliveryState.delivered, delivered_at=now,
+    ))  # fmt: skip
+
+
 def disable(connection: Connection, channel_id: int, reason: str) -> None:
     """The receiver wants no more: the channel stops, and what still waits for it fails."""
     connection.execute(

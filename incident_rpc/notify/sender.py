@@ -197,9 +197,13 @@ class Sender:
             key=lambda attempt: attempt[0].id,
         )
         disabled: set[int] = set()
+        delivered: dict[int, list[int]] = {}  # HTTP status -> ids: one UPDATE each
         with self.engine.begin() as connection:
             for row, channel, outcome in attempts:
                 verdict = retries.decide(outcome, row.attempts - row.round_start, schedule)
+                if verdict.state == DeliveryState.delivered:
+                    delivered.setdefault(outcome.status or 200, []).append(row.id)
+                    continue
                 if not claims.finish(connection, row, verdict, outcome, self.token, now):
                     continue  # taken over after its lease: the other sender records it
                 if verdict.disable:
@@ -209,6 +213,8 @@ class Sender:
                         "notification %s to channel %s failed: %s",
                         row.id, channel.id, outcome.error,
                     )  # fmt: skip
+            for status, ids in delivered.items():
+                claims.finish_delivered(connection, ids, status, self.token, now)
             for channel, _, outcome in results:
                 if channel.kind == ChannelKind.telegram and outcome.retry_after is not None:
                     until = datetime.fromtimestamp(time.time() + outcome.retry_after, UTC)
