@@ -38,7 +38,15 @@ def is_public(address: Address) -> bool:
 
 
 def resolve(host: str, port: int) -> list[tuple[int, Address]]:
-    """(family, address) of every address the host resolves to, literal addresses as is."""
+    """(family, address) of every address the host resolves to, literal addresses as is
+    (without a lookup: in a gevent worker that is a trip through a thread pool)."""
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        literal = None
+    if literal is not None:
+        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+        return [(family, literal)]
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
