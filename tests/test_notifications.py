@@ -17,6 +17,8 @@ from receivers import Answer, Received, Receiver, eventually
 from standardwebhooks.webhooks import Webhook
 from support import Server
 
+from incident_rpc.notify import rules
+
 SETTINGS = {
     "WEBHOOK_ALLOW_PRIVATE": "1",
     "NOTIFY_TIMEOUT": "1",
@@ -284,3 +286,40 @@ def test_an_unacknowledged_incident_is_renotified_a_few_times(server: Server, to
     assert len({r.headers["webhook-id"] for r in first}) == 2
     assert first[1].at - first[0].at >= 0.5  # a minute (here 1 s) apart, give or take sending
     assert renotified(taken["id"]) == [] and renotified(low["id"]) == []
+
+
+def test_a_slack_channel_gets_text_and_hides_its_url(server: Server, token: str):
+    with Receiver() as receiver:
+        url = f"{receiver.url}/services/T000/B000/secret-part"
+        made = server.rpc("channel_create", token, 201, name="slack", kind="slack", url=url)
+        channel = made["data"]
+        try:
+            assert channel["secret"] is None and channel["url"] is None
+            assert channel["secret_prefix"] == f"http://127.0.0.1:{receiver.port}/..."
+            listed = server.rpc("channel_list", token, 200, id=channel["id"])["data"]
+            assert "secret-part" not in json.dumps(listed)
+            incident = create(server, token, title="Disk full", severity="high")
+            (request,) = receiver.wait_for(lambda r: len(r) >= 1)
+        finally:
+            server.rpc("channel_delete", token, 200, id=channel["id"])
+    assert request.path == "/services/T000/B000/secret-part"
+    assert request.json() == {
+        "text": f"[HIGH] Disk full (incident {incident['id']}, incident.added, status new)"
+    }
+
+
+@pytest.mark.parametrize(
+    ("rule", "kind", "incident", "silenced", "sent"),
+    [
+        ({}, "added", {"severity": "low"}, False, True),
+        ({}, "added", {"severity": "low"}, True, False),  # silenced: nothing by default
+        ({"include_silenced": True}, "added", {"severity": "low"}, True, True),
+        ({}, "updated", {"severity": "low"}, False, False),
+        ({"min_severity": "high"}, "added", {"severity": "medium"}, False, False),
+        ({"min_severity": "high"}, "added", {"severity": "critical"}, False, True),
+        ({"sources": ["partner"]}, "added", {"source": "monitoring"}, False, False),
+        ({"sources": ["partner"]}, "added", {"source": "partner"}, False, True),
+    ],
+)
+def test_rule_table(rule, kind, incident, silenced, sent) -> None:
+    assert rules.matches(rules.with_defaults(rule), kind, incident, silenced) is sent
