@@ -21,6 +21,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         actions,  # noqa: F401  (importing it registers every action)
         admission,
         alertmanager,
+        board,
         cli,
         database,
         endpoint,
@@ -60,6 +61,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(alertmanager.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(websocket.bp)
+    app.register_blueprint(board.bp)
+    board.cors.init_app(app)
     fanout.init_app(app)
     cli.init_app(app)
     with app.app_context():

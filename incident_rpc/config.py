@@ -169,6 +169,7 @@ class Config:
     LOGIN_MAX_FAILURES = _int("LOGIN_MAX_FAILURES", 5)  # per username at one address; 0: off
     LOGIN_MAX_FAILURES_PER_ADDRESS = _int("LOGIN_MAX_FAILURES_PER_ADDRESS", 30)  # 0: off
     PROXY_FIX_X_FOR = _int("PROXY_FIX_X_FOR", 0)  # trusted proxies in front (X-Forwarded-For)
+    CORS_ORIGINS = _text("CORS_ORIGINS")  # origins whose pages may call /rpc (board/cors.py)
     HTTP_CONCURRENCY = _int("HTTP_CONCURRENCY", 8)  # requests at once per worker (admission.py)
     # /healthz answers 503 once every slot has been held this long (admission.py); 0: never
     HEALTH_STALL_TIMEOUT = _float("HEALTH_STALL_TIMEOUT", 30)
