@@ -42,10 +42,13 @@ export function flash(node) {
   if (animation) animation.onfinish = () => node.classList.remove("fresh");
 }
 
+// One formatter for every time shown (toLocaleString builds a new one per call).
+const TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
+
 export function when(iso) {
   if (!iso) return "";
   const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
+  return Number.isNaN(date.getTime()) ? String(iso) : TIME.format(date);
 }
 
 export function duration(seconds) {

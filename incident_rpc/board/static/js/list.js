@@ -58,10 +58,12 @@ export class IncidentList {
     replace(this.form, controls,
       hasText ? null : el("p", { class: "hint" }, "No free-text search: the API (get_all) has none yet."));
     let typing = 0;
-    this.form.addEventListener("input", (event) => {
+    const changed = (event) => {
       clearTimeout(typing);
       typing = setTimeout(() => this.reload(), event.target.tagName === "SELECT" ? 0 : 300);
-    });
+    };
+    this.form.addEventListener("input", changed);
+    this.form.addEventListener("change", changed);
     this.form.addEventListener("submit", (event) => { event.preventDefault(); this.reload(); });
   }
 

@@ -23,9 +23,13 @@ export class Panel {
     this.node = document.getElementById("panel");
     this.id = null;
     this.dirty = false;
-    this.node.addEventListener("input", (event) => {
+    this.busy = 0; // commands and loads in flight
+    this.ownComments = 0; // comments sent from here whose live event is still to come
+    const touched = (event) => {
       if (event.target.closest(".actions, .comment-form")) this.dirty = true;
-    });
+    };
+    this.node.addEventListener("input", touched);
+    this.node.addEventListener("change", touched);
     this.node.addEventListener("keydown", (event) => {
       if (event.key === "Escape") this.onClose();
     });
@@ -34,9 +38,19 @@ export class Panel {
   may(action) { return this.methods.allows(this.me.role, action); }
 
   async open(id, notice = "") {
+    this.busy += 1;
+    try {
+      await this.load(id, notice);
+    } finally {
+      this.busy -= 1;
+    }
+  }
+
+  async load(id, notice) {
     this.id = id;
     this.dirty = false;
     this.node.hidden = false;
+    this.node.parentElement.classList.add("with-panel");
     if (!this.incident || this.incident.id !== id) replace(this.node, el("p", { class: "note" }, "Loading…"));
     try {
       const [incident, comments, history] = await Promise.all([
@@ -57,6 +71,7 @@ export class Panel {
     this.id = null;
     this.incident = null;
     this.node.hidden = true;
+    this.node.parentElement.classList.remove("with-panel");
     this.node.replaceChildren();
   }
 
@@ -147,16 +162,22 @@ export class Panel {
     const command = { id: incident.id, ...params };
     if (this.methods.takes(action, "version")) command.version = incident.version;
     this.message.textContent = "";
+    if (action === "comment") this.ownComments += 1; // its event may come before the answer
+    this.busy += 1;
     try {
-      await rpc(action, command);
+      const answer = await rpc(action, command);
+      if (answer?.id === incident.id && answer.version !== undefined) this.incident = answer;
       this.dirty = false;
       await this.open(incident.id, `${action}: done.`);
     } catch (error) {
+      if (action === "comment") this.ownComments -= 1;
       if (error.status === 409) {
         await this.open(incident.id, STALE);
       } else {
         this.message.textContent = `${action} failed: ${error.detail}`;
       }
+    } finally {
+      this.busy -= 1;
     }
   }
 
@@ -167,9 +188,26 @@ export class Panel {
       this.message.textContent = `Changed meanwhile by ${event.actor} (${event.type}); what you send now will be refused as stale.`;
       return;
     }
+    if (event.type === "commented" && event.actor === this.me.username && this.ownComments > 0) {
+      this.ownComments -= 1; // ours, drawn already
+      return;
+    }
+    this.latest = { incident, event };
+    clearTimeout(this.refresh);
+    this.refresh = setTimeout(() => this.catchUp(), 150);
+  }
+
+  // Redraw for the last live change, unless the panel shows it already. Waits while
+  // a command or a load is in flight: its answer may well be that very change.
+  catchUp() {
+    if (this.busy) {
+      this.refresh = setTimeout(() => this.catchUp(), 150);
+      return;
+    }
+    const { incident, event } = this.latest;
+    if (!this.incident || incident.id !== this.incident.id || this.dirty) return;
     if (incident.version > this.incident.version || event.type === "commented") {
-      clearTimeout(this.refresh);
-      this.refresh = setTimeout(() => this.open(incident.id, `Updated live: ${event.type} by ${event.actor}.`).then(() => flash(this.node)), 150);
+      this.open(incident.id, `Updated live: ${event.type} by ${event.actor}.`).then(() => flash(this.node));
     }
   }
 }
