@@ -78,9 +78,11 @@ def test_the_page_and_its_files_carry_the_security_headers(board_server: Server)
         assert f"ws://127.0.0.1:{board_server.port}" in policy
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert requests.get(board_server.url + "/board/js/main.js", timeout=10).headers[
-        "Content-Type"
-    ].startswith("text/javascript")
+    assert (
+        requests.get(board_server.url + "/board/js/main.js", timeout=10)
+        .headers["Content-Type"]
+        .startswith("text/javascript")
+    )
 
 
 def test_the_pages_have_no_inline_script_and_fit_the_budget() -> None:
@@ -376,10 +378,12 @@ def test_the_layout_at_1280_px_and_at_phone_width(
 ) -> None:
     folder = Path(os.environ.get("SCREENSHOTS") or tmp_path)
     for severity in ("low", "medium", "high", "critical"):
-        create(board_server, admin_token, title=f"Payment API {severity} latency",
-                         description="p99 over 2 s on checkout", severity=severity, source="monitoring")  # fmt: skip
-    incident = create(board_server, admin_token, title="Scooter 875643 offline",
-        description="No heartbeat for 10 minutes", severity="high", source="partner")  # fmt: skip
+        title = f"Payment API {severity} latency"
+        create(board_server, admin_token, title=title, severity=severity, source="monitoring")
+    incident = create(
+        board_server, admin_token, title="Scooter 875643 offline", severity="high",
+        description="No heartbeat for 10 minutes", source="partner",
+    )  # fmt: skip
     board_server.rpc("comment", admin_token, id=incident["id"], text="Calling the partner")
     board_server.rpc("acknowledge", admin_token, id=incident["id"])
     board.open().sign_in().signed_in()

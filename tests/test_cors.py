@@ -14,7 +14,10 @@ from conftest import Server
 
 ALLOWED = "http://board.test:8080"
 OTHER = "http://elsewhere.test"
-PREFLIGHT = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+PREFLIGHT = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "content-type",
+}
 
 
 @pytest.fixture(scope="module")

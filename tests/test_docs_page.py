@@ -26,9 +26,8 @@ JSON_SCHEMA_TOOLS = TESTDATA / "json-schema-tools-meta-schema-1.8.0.json"
 
 def validator() -> Draft7Validator:
     referred = Resource(json.loads(JSON_SCHEMA_TOOLS.read_text()), DRAFT7)
-    registry = Registry().with_resources(
-        [("https://meta.json-schema.tools", referred), ("https://meta.json-schema.tools/", referred)]
-    )
+    urls = ("https://meta.json-schema.tools", "https://meta.json-schema.tools/")
+    registry = Registry().with_resources([(url, referred) for url in urls])
     return Draft7Validator(json.loads(META_SCHEMA.read_text()), registry=registry)
 
 
