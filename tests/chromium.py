@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
@@ -82,7 +82,11 @@ class Board:
 
     def signed_in(self) -> "Board":
         """Signed in with the list loaded and the socket live."""
-        self.wait(lambda: self.find("#board").is_displayed() and self.text("#live") == "live")
+        try:
+            self.wait(lambda: self.find("#board").is_displayed() and self.text("#live") == "live")
+        except TimeoutException as error:
+            state = self.driver.execute_script("return document.getElementById('live').textContent")
+            raise AssertionError(f"not signed in and live (the socket is {state!r})") from error
         self.wait(lambda: self.text("#list-end") or self.all("#incidents li"))
         return self
 
