@@ -44,12 +44,14 @@ new MutationObserver(records => {
     for (const id of ids) if (id && !(id in drawn)) drawn[id] = painted; });
 }).observe(document.getElementById('incidents'), {childList: true});
 const bare = new WebSocket(`ws://${location.host}/ws`);
-bare.onopen = () => bare.send(JSON.stringify({token: sessionStorage.getItem('incident_rpc.token')}));
+const token = sessionStorage.getItem('incident_rpc.token');
+bare.onopen = () => bare.send(JSON.stringify({token}));
 bare.onmessage = m => { const e = JSON.parse(m.data);
   if (e.type === 'added') arrived[e.data.id] = performance.timeOrigin + performance.now(); };
 window.longest = 0;
-new PerformanceObserver(l => { for (const t of l.getEntries()) longest = Math.max(longest, t.duration); })
-  .observe({type: 'longtask'});
+new PerformanceObserver(list => {
+  for (const task of list.getEntries()) longest = Math.max(longest, task.duration);
+}).observe({type: 'longtask'});
 """
 
 
@@ -144,8 +146,10 @@ def main() -> None:
         files = sum(p.stat().st_size for p in STATIC.rglob("*") if p.is_file())
         result = {
             "rows": args.rows, "first_screen_ms": round(first, 1),
-            "drawn_p50_ms": round(percentile(board, 0.5), 1), "drawn_p99_ms": round(percentile(board, 0.99), 1),
-            "bare_p50_ms": round(percentile(bare, 0.5), 1), "bare_p99_ms": round(percentile(bare, 0.99), 1),
+            "drawn_p50_ms": round(percentile(board, 0.5), 1),
+            "drawn_p99_ms": round(percentile(board, 0.99), 1),
+            "bare_p50_ms": round(percentile(bare, 0.5), 1),
+            "bare_p99_ms": round(percentile(bare, 0.99), 1),
             "p99_ratio": round(percentile(board, 0.99) / max(percentile(bare, 0.99), 0.1), 2),
             "burst_last_drawn_after_last_answer_ms": round(burst_lag, 1),
             "burst_longest_task_ms": longest, "static_bytes": files,
