@@ -25,6 +25,11 @@ from conftest import ADMIN, Server
 STATIC = Path(__file__).resolve().parent.parent / "incident_rpc" / "board" / "static"
 # SQLite has no cross-process doorbell: other workers find events by polling the log.
 FAST_POLL = {"EVENTS_POLL_INTERVAL": "0.2"}
+DRAWN_AT = """window.drawnAt = {};
+new MutationObserver(records => { const now = performance.timeOrigin + performance.now();
+  for (const record of records) for (const node of record.addedNodes)
+    if (node.dataset && !(node.dataset.id in drawnAt)) drawnAt[node.dataset.id] = now;
+}).observe(document.getElementById("incidents"), {childList: true});"""
 
 
 @pytest.fixture(scope="module")
@@ -113,10 +118,14 @@ def test_an_incident_created_through_the_api_appears_within_a_second(
     board: Board, board_server: Server, admin_token: str
 ) -> None:
     board.open().sign_in().signed_in()
+    board.driver.execute_script(DRAWN_AT)
     created = create(board_server, admin_token, title="Disk full", severity="critical")
-    answered = time.monotonic()
-    board.wait(lambda: board.row(created["id"]), timeout=1.5, poll=0.02)
-    assert time.monotonic() - answered < 1.5
+    answered = time.time() * 1000
+    board.wait(lambda: board.row(created["id"]))
+    # Timed on the page's clock (the machine's wall clock, like the answer's), so that
+    # WebDriver's polling adds nothing; bench/board.py measures the distribution.
+    drawn = board.driver.execute_script(f"return drawnAt[{created['id']}]")
+    assert drawn - answered < 1000, f"drawn {drawn - answered:.0f} ms after the answer"
     row = board.row(created["id"])
     assert "Disk full" in row.text and "critical" in row.text and "new" in row.text
     assert board.row_ids()[0] == created["id"]  # newest first
