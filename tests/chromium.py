@@ -55,7 +55,20 @@ class Board:
             except StaleElementReferenceException:  # redrawn meanwhile: look again
                 return False
 
-        return WebDriverWait(self.driver, timeout, poll_frequency=poll).until(check)
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=poll).until(check)
+        except TimeoutException as error:  # say what the page looked like
+            raise AssertionError(f"timed out after {timeout} s; {self.state()}") from error
+
+    def state(self) -> str:
+        script = """return [document.getElementById('live').textContent,
+            document.querySelectorAll('#incidents li').length,
+            document.getElementById('list-note').textContent,
+            document.getElementById('signin').hidden]"""
+        live, rows, note, signin_hidden = self.driver.execute_script(script)
+        errors = self.console_errors()[-3:]
+        shown = "shown" if not signin_hidden else "hidden"
+        return f"socket {live!r}, {rows} rows, note {note!r}, sign-in {shown}, errors {errors}"
 
     def find(self, css: str) -> WebElement:
         return self.driver.find_element(By.CSS_SELECTOR, css)
@@ -82,11 +95,7 @@ class Board:
 
     def signed_in(self) -> "Board":
         """Signed in with the list loaded and the socket live."""
-        try:
-            self.wait(lambda: self.find("#board").is_displayed() and self.text("#live") == "live")
-        except TimeoutException as error:
-            state = self.driver.execute_script("return document.getElementById('live').textContent")
-            raise AssertionError(f"not signed in and live (the socket is {state!r})") from error
+        self.wait(lambda: self.find("#board").is_displayed() and self.text("#live") == "live")
         self.wait(lambda: self.text("#list-end") or self.all("#incidents li"))
         return self
 
