@@ -2,7 +2,7 @@
 chromedriver (never one downloaded by Selenium Manager), and a small page helper.
 
 Missing `chromium` or `chromedriver` skips the test with the package to install
-(conftest's `system_tool`; under CI it fails instead).
+(support.py's `system_tool`; under CI it fails instead).
 """
 
 import time
@@ -14,8 +14,7 @@ from selenium.common.exceptions import StaleElementReferenceException, TimeoutEx
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
-
-from conftest import ADMIN, system_tool
+from support import ADMIN, system_tool
 
 PHONE = (390, 844)
 DESKTOP = (1280, 900)

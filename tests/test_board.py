@@ -19,8 +19,7 @@ from chromium import DESKTOP, PHONE, Board, launch, tools, until
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
-
-from conftest import ADMIN, Server
+from support import ADMIN, Server
 
 STATIC = Path(__file__).resolve().parent.parent / "incident_rpc" / "board" / "static"
 # SQLite has no cross-process doorbell: other workers find events by polling the log.

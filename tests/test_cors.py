@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from chromium import Board, launch, tools
-
-from conftest import Server
+from support import Server
 
 ALLOWED = "http://board.test:8080"
 OTHER = "http://elsewhere.test"

@@ -15,8 +15,7 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 from selenium.webdriver.common.by import By
-
-from conftest import Server
+from support import Server
 
 TESTDATA = Path(__file__).resolve().parent / "testdata" / "openrpc"
 META_SCHEMA = TESTDATA / "meta-schema-1.14.9.json"
