@@ -27,6 +27,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         fanout,
         health,
         logs,
+        pagerduty,
         request_body,
         rpc,
         startup,
@@ -58,6 +59,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(rpc.bp)
     app.register_blueprint(endpoint.bp)
     app.register_blueprint(alertmanager.bp)
+    app.register_blueprint(pagerduty.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(websocket.bp)
     fanout.init_app(app)

@@ -172,6 +172,8 @@ class Config:
     HTTP_CONCURRENCY = _int("HTTP_CONCURRENCY", 8)  # requests at once per worker (admission.py)
     # /healthz answers 503 once every slot has been held this long (admission.py); 0: never
     HEALTH_STALL_TIMEOUT = _float("HEALTH_STALL_TIMEOUT", 30)
+    # Seconds a worker keeps the maintenance windows it read (silencing.py); 0: read per create
+    SILENCE_CACHE_SECONDS = _float("SILENCE_CACHE_SECONDS", 1)
     GROUP_COMMIT = _bool("GROUP_COMMIT", True)  # concurrent creates share a commit (grouping.py)
     # Change events (fanout.py, websocket.py); times in seconds.
     EVENTS_PING_INTERVAL = _seconds("EVENTS_PING_INTERVAL", 25)  # idle sockets; 2 missed: dead

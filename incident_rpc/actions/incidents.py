@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Select, Text, bindparam, cast, insert, select, tuple_
 
-from .. import access, dedup, events, legacy
+from .. import access, dedup, events, legacy, silencing
 from ..auth import Caller
 from ..errors import Conflict, InvalidParams, NotFound
 from ..extensions import db
@@ -82,11 +82,15 @@ FILTERS = ("status", "source", "severity", "assignee", "created_by")
 
 @lru_cache(maxsize=256)
 def page_query(
-    filters: tuple[tuple[str, bool], ...], owner: bool, after: bool, acknowledged: bool | None
+    filters: tuple[tuple[str, bool], ...],
+    owner: bool,
+    after: bool,
+    acknowledged: bool | None,
+    silenced: bool | None = None,
 ) -> Select:
     """The SELECT of one shape of `get_all` (which filters, each `IS NULL` or equal to a
     value; confined to an owner, access.confined_to; after a cursor; acknowledged or
-    not, when asked: no value to bind, so each answer is a shape), built once and
+    not, silenced or not, when asked: no value to bind, so each answer is a shape), built once and
     reused with its values bound per request: building, hashing and looking up a
     statement on every request cost more CPU than PostgreSQL spends running it."""
     query = select(*PAGE_COLUMNS)
@@ -98,6 +102,9 @@ def page_query(
     if acknowledged is not None:
         column = INCIDENTS.c.acknowledged_at
         query = query.where(column.is_not(None) if acknowledged else column.is_(None))
+    if silenced is not None:
+        column = INCIDENTS.c.silenced_by
+        query = query.where(column.is_not(None) if silenced else column.is_(None))
     if after:
         position = (bindparam("after_at", type_=UTCDateTime), bindparam("after_id", type_=BigId))
         query = query.where(tuple_(INCIDENTS.c.created_at, INCIDENTS.c.id) < tuple_(*position))
@@ -125,6 +132,7 @@ def new_values(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     values = {**_NEW_ROW, "created_by": ctx.actor, "created_at": now, "updated_at": now,
               "last_seen_at": now}  # fmt: skip
     values.update(params)  # `created_at` from `date`, when given
+    values["silenced_by"] = silencing.silenced_by(values)
     return values
 
 
@@ -171,7 +179,10 @@ def get_all(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """One page, newest first; the cursor is the (created_at, id) of the page's last row."""
     filters = tuple((name, params[name] is None) for name in FILTERS if name in params)
     owner = access.confined_to(ctx.caller)
-    query = page_query(filters, owner is not None, "cursor" in params, params.get("acknowledged"))
+    query = page_query(
+        filters, owner is not None, "cursor" in params, params.get("acknowledged"),
+        params.get("silenced"),
+    )  # fmt: skip
     values = {name: params[name] for name, is_null in filters if not is_null}
     values.update(owner=owner, limit=params["limit"] + 1)
     if "cursor" in params:
