@@ -70,42 +70,57 @@ def silenced_by(incident: dict[str, Any]) -> int | None:
     found = windows()
     if not found:
         return None
-    now = utcnow()
+    now, subject = utcnow(), Subject(incident)
     for window in found:
-        if window.starts_at <= now < window.ends_at and matches(window.matchers, incident):
+        if window.starts_at <= now < window.ends_at and subject.matches(window.matchers):
             return window.id
     return None
 
 
-def matches(matchers: dict[str, Any], incident: dict[str, Any]) -> bool:
-    if "source" in matchers and incident.get("source") != matchers["source"]:
-        return False
-    if "severity" in matchers:
-        rank = SEVERITY_RANK.get(incident.get("severity") or Severity.medium.value, 1)
-        if rank > SEVERITY_RANK[matchers["severity"]]:
+class Subject:
+    """An arriving incident's columns, with what matching derives from them made once."""
+
+    def __init__(self, incident: dict[str, Any]) -> None:
+        self.incident = incident
+        self._words: str | None = None
+
+    @property
+    def words(self) -> str:
+        """Title and description, case-folded (for `text`)."""
+        if self._words is None:
+            title, description = self.incident.get("title"), self.incident.get("description")
+            self._words = f"{title or ''}\n{description or ''}".casefold()
+        return self._words
+
+    def matches(self, matchers: dict[str, Any]) -> bool:
+        incident = self.incident
+        if "source" in matchers and incident.get("source") != matchers["source"]:
             return False
-    if "dedup_key" in matchers and not _key_matches(matchers["dedup_key"], incident):
-        return False
-    if "text" in matchers:
-        words = f"{incident.get('title') or ''}\n{incident.get('description') or ''}"
-        if matchers["text"].casefold() not in words.casefold():
+        if "severity" in matchers:
+            rank = SEVERITY_RANK.get(incident.get("severity") or Severity.medium.value, 1)
+            if rank > SEVERITY_RANK[matchers["severity"]]:
+                return False
+        if "dedup_key" in matchers and not key_matches(matchers["dedup_key"], incident):
             return False
-    if "labels" in matchers:
-        details = incident.get("details")
-        labels = details.get("labels") if isinstance(details, dict) else None
-        if not isinstance(labels, dict):
+        if "text" in matchers and matchers["text"].casefold() not in self.words:
             return False
-        if any(labels.get(name) != value for name, value in matchers["labels"].items()):
-            return False
-    return True
+        return "labels" not in matchers or labels_match(matchers["labels"], incident)
 
 
-def _key_matches(pattern: str, incident: dict[str, Any]) -> bool:
+def key_matches(pattern: str, incident: dict[str, Any]) -> bool:
     key = incident.get("dedup_key")
     if not key:
         return False
-    return fnmatchcase(key, pattern) if GLOB & set(pattern) else key.startswith(pattern)
+    return fnmatchcase(key, pattern) if is_glob(pattern) else key.startswith(pattern)
+
+
+def labels_match(wanted: dict[str, str], incident: dict[str, Any]) -> bool:
+    details = incident.get("details")
+    labels = details.get("labels") if isinstance(details, dict) else None
+    if not isinstance(labels, dict):
+        return False
+    return all(labels.get(name) == value for name, value in wanted.items())
 
 
 def is_glob(pattern: str) -> bool:
-    return bool(GLOB & set(pattern))
+    return not GLOB.isdisjoint(pattern)
