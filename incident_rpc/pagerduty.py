@@ -3,7 +3,9 @@
 Tools that page through PagerDuty (Grafana, Zabbix, Datadog, Prometheus's
 PagerDuty receiver, PagerDuty's client libraries) can send to us unchanged:
 `routing_key` (v1: `service_key`) is one of our API keys, and each event becomes
-one ordinary command through `rpc.execute`, as Alertmanager's alerts do:
+one ordinary command, dispatched as a single command posted to /rpc is
+(`grouping.execute`: a trigger is a `create`, so triggers that arrive together
+share a commit, as creates do):
 
 - trigger: `create` with the event's `dedup_key` (one is made when it has none),
   so that a repeat counts an occurrence of the open incident;
@@ -23,11 +25,11 @@ from typing import Any
 from flask import Blueprint, Response, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
-from . import jsonio, keys
+from . import grouping, jsonio, keys
 from .errors import classify
 from .fields import Text, Timestamp
 from .models import Source
-from .rpc import POST_ONLY, execute
+from .rpc import POST_ONLY
 
 bp = Blueprint("pagerduty", __name__)
 MAX_EVENT = 512 * 1024  # bytes: PagerDuty's limit for one event
@@ -170,7 +172,7 @@ def _run(command: dict[str, Any], routing_key: str) -> int:
     """The command's status, 404 and 409 (nothing open to act on) taken as done."""
     if not keys.is_key(routing_key):
         raise Refused("Invalid routing key")
-    outcome = execute(command, None, routing_key)
+    outcome = grouping.execute(command, routing_key)
     status = outcome["status"]
     if status < 400 or status in (404, 409):
         return status

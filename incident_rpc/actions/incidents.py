@@ -139,6 +139,8 @@ def new_values(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
     """Creates that a batch sends one after another: their incidents go in one INSERT
     (its rows all name the same columns: new_values)."""
+    if all("dedup_key" in params for _, params in calls):
+        return _add_or_repeat(calls)
     if any("dedup_key" in params for _, params in calls):
         return [create(ctx, params) for ctx, params in calls]
     values = [new_values(ctx, params) for ctx, params in calls]
@@ -146,6 +148,17 @@ def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
     for (ctx, _), row in zip(calls, rows, strict=True):
         events.record("added", row, ctx.actor)
     return rows
+
+
+def _add_or_repeat(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
+    """Creates with a dedup_key: each a new incident, or a repeat (200) of the open one."""
+    news = [(new_values(ctx, params), ctx.actor) for ctx, params in calls]
+    answers: list[Created] = []
+    for (ctx, _), (row, repeated) in zip(calls, dedup.add_or_repeat(news), strict=True):
+        if repeated and not access.may_read(ctx.caller, row["created_by"]):
+            raise Conflict("this dedup_key belongs to an open incident you cannot read")
+        answers.append(Reply(row, 200) if repeated else row)
+    return answers
 
 
 @action(
@@ -156,11 +169,7 @@ def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
 def create(ctx: Context, params: dict[str, Any]) -> Created:
     """Open a new incident with status `new`; with a `dedup_key`, maybe repeat an open one."""
     if "dedup_key" in params:
-        incident = Incident(**new_values(ctx, params))
-        stored, repeated = dedup.add_or_repeat(incident, ctx.actor)
-        if repeated and not access.may_read(ctx.caller, stored.created_by):
-            raise Conflict("this dedup_key belongs to an open incident you cannot read")
-        return Reply(stored, 200) if repeated else stored
+        return _add_or_repeat([(ctx, params)])[0]
     row = db.session.execute(_INSERT, new_values(ctx, params)).one()._asdict()
     events.record("added", row, ctx.actor)
     return row

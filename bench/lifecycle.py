@@ -1,0 +1,153 @@
+"""Issue 12's benchmarks: the PagerDuty intake, and create under maintenance windows.
+
+On throwaway PostgreSQL databases, servers under the production gunicorn config,
+driven by `wrk` in turns (run.compare: medians of paired rounds):
+
+- pagerduty   POST /v2/enqueue triggers (no dedup_key: each a new alert, its key
+              made by us) against `create` through POST /rpc on the same server,
+              same API key, at 16 connections. Target: >= 0.7x requests/s.
+- silences    `create` on a server whose database holds 100 active windows that
+              match none of the creates, against one with none. Target: >= 0.9x.
+              Also with SILENCE_CACHE_SECONDS=0 (the windows read for every
+              create), for the cost the per-process cache saves.
+
+    python bench/lifecycle.py [--only pagerduty,silences] [--rounds 5] [--seconds 3]
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import ADMIN, BENCH, DEFAULT_ADMIN_URL, Database, Gunicorn, instance_dir  # noqa: E402
+from run import _print_comparison, compare  # noqa: E402
+
+CREATE = {"action": "create", "description": "Scooter 875643 offline", "source": "monitoring",
+          "severity": "high"}  # fmt: skip
+TRIGGER = {"event_action": "trigger",
+           "payload": {"summary": "Scooter 875643 offline", "source": "scooter-875643",
+                       "severity": "error", "component": "battery"}}  # fmt: skip
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="pagerduty,silences")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--admin-url", default=os.environ.get("BENCH_DATABASE_URL",
+                                                              DEFAULT_ADMIN_URL))  # fmt: skip
+    parser.add_argument("--output", default=str(BENCH / "results" / "lifecycle.json"))
+    return parser.parse_args()
+
+
+def start(database: Database, **env: str) -> Gunicorn:
+    settings = {
+        "DATABASE_URL": database.sqlalchemy_url, "INCIDENT_RPC_ENV": "production",
+        "SECRET_KEY": "bench-secret-key-for-the-lifecycle-bench", "ADMIN_USERNAME": ADMIN[0],
+        "ADMIN_PASSWORD": ADMIN[1], "INSTANCE_PATH": instance_dir(), "LOG_LEVEL": "WARNING",
+        "DB_POOL_SIZE": "5", **env,
+    }  # fmt: skip
+    return Gunicorn("wsgi:app", settings, "/readyz").start()
+
+
+def sign_in(server: Gunicorn) -> str:
+    answer = server.post("/rpc", {"action": "authorization", "username": ADMIN[0],
+                                  "password": ADMIN[1]})  # fmt: skip
+    return answer["data"]["token"]
+
+
+def monitor_key(server: Gunicorn, token: str) -> str:
+    made = server.post("/rpc", {"action": "key_create", "token": token, "name": "bench",
+                                "role": "monitor"})  # fmt: skip
+    return made["data"]["key"]
+
+
+def add_windows(server: Gunicorn, token: str, count: int) -> None:
+    """`count` active windows, of every kind of matcher, none matching CREATE."""
+    kinds = [
+        lambda n: {"text": f"maintenance of rack {n}"},
+        lambda n: {"dedup_key": f"rack-{n}/*"},
+        lambda n: {"labels": {"team": f"team-{n}"}},
+        lambda n: {"source": "partner", "severity": "low", "dedup_key": f"partner-{n}/"},
+    ]
+    for n in range(count):
+        command = {"action": "silence_create", "token": token, "matchers": kinds[n % 4](n),
+                   "duration": 86400, "comment": f"bench window {n}"}  # fmt: skip
+        assert server.post("/rpc", command)["status"] == 201
+
+
+def bench_pagerduty(args: argparse.Namespace, server: Gunicorn, key: str) -> dict[str, Any]:
+    trigger = {**TRIGGER, "routing_key": key}
+    create = {**CREATE, "token": key}
+    result = compare(args, (server, "/v2/enqueue", trigger), (server, "/rpc", create),
+                     args.connections)  # fmt: skip
+    result["checks"] = [("requests/s >= 0.7x create", result["rps_ratio"] >= 0.7),
+                        ("no failed requests", result["ours"]["failed"] == 0)]  # fmt: skip
+    _print_comparison(f"PagerDuty trigger (ours) vs create through /rpc (baseline), "
+                      f"{args.connections} connections", result)  # fmt: skip
+    return result
+
+
+def bench_silences(args: argparse.Namespace, plain: Gunicorn, token: str) -> dict[str, Any]:
+    database = Database(args.admin_url).create()
+    results: dict[str, Any] = {}
+    try:
+        for label, cache in (("cached", "1"), ("uncached", "0")):
+            windowed = start(database, SILENCE_CACHE_SECONDS=cache)
+            try:
+                results[label] = _against_none(args, windowed, plain, token, cache)
+            finally:
+                windowed.stop()
+    finally:
+        database.drop()
+    return results
+
+
+def _against_none(
+    args: argparse.Namespace, windowed: Gunicorn, plain: Gunicorn, token: str, cache: str
+) -> dict[str, Any]:
+    windowed_token = sign_in(windowed)
+    if cache != "0":  # the first server on the database adds them; the next finds them
+        add_windows(windowed, windowed_token, 100)
+    ours = (windowed, "/rpc", {**CREATE, "token": windowed_token})
+    result = compare(args, ours, (plain, "/rpc", {**CREATE, "token": token}), args.connections)
+    target = 0.9 if cache != "0" else 0.0  # uncached: measured, no target
+    result["checks"] = [
+        (f"requests/s >= {target}x none", result["rps_ratio"] >= target),
+        ("no failed requests", result["ours"]["failed"] == 0),
+    ]
+    title = (f"create with 100 active windows, SILENCE_CACHE_SECONDS={cache} (ours) vs none"
+             f" (baseline), {args.connections} connections")  # fmt: skip
+    _print_comparison(title, result)
+    return result
+
+
+def main() -> dict[str, Any]:
+    args = parse_args()
+    only = {name.strip() for name in args.only.split(",")}
+    report: dict[str, Any] = {"load_average": os.getloadavg()[0], "cpus": os.cpu_count()}
+    database = Database(args.admin_url).create()
+    try:
+        server = start(database)
+        try:
+            token = sign_in(server)
+            if "pagerduty" in only:
+                report["pagerduty"] = bench_pagerduty(args, server, monitor_key(server, token))
+            if "silences" in only:
+                report["silences"] = bench_silences(args, server, token)
+        finally:
+            server.stop()
+    finally:
+        database.drop()
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
