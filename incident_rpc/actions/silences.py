@@ -11,12 +11,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .. import events, silencing
-from ..errors import Conflict, NotFound
-from ..extensions import db
-from ..models import Role, Silence, utcnow
-from ..rpc import Context, action
-from ..silence_schemas import (
+from incident_rpc.actions import silencing
+from incident_rpc.dispatch.registry import Context, action
+from incident_rpc.errors import Conflict, NotFound
+from incident_rpc.events import journal
+from incident_rpc.extensions import db
+from incident_rpc.models import Role, Silence, utcnow
+from incident_rpc.schemas.silences import (
     SilenceCreateParams,
     SilenceIdParams,
     SilenceListParams,
@@ -38,7 +39,7 @@ def silence_create(ctx: Context, params: dict[str, Any]) -> Silence:
     )  # fmt: skip
     db.session.add(silence)
     db.session.flush()
-    events.record_other("silence_created", silence_out.dump(silence), ctx.actor)
+    journal.record_other("silence_created", silence_out.dump(silence), ctx.actor)
     silencing.forget()
     return silence
 
@@ -75,6 +76,6 @@ def silence_expire(ctx: Context, params: dict[str, Any]) -> Silence:
         silence.starts_at = now
     data = silence_out.dump(silence)
     changes["ends_at"][1] = data["ends_at"]
-    events.record_other("silence_expired", data, ctx.actor, changes)
+    journal.record_other("silence_expired", data, ctx.actor, changes)
     silencing.forget()
     return silence
