@@ -3,6 +3,10 @@
 On throwaway PostgreSQL databases, servers under the production gunicorn config,
 driven by `wrk` in turns (run.compare: medians of paired rounds):
 
+Besides requests/s, each run notes the CPU time its server's workers spent per
+request (from /proc): on a machine shared with other work, requests/s of two runs
+seconds apart can differ by half, whereas CPU per request barely moves.
+
 - pagerduty   POST /v2/enqueue triggers (no dedup_key: each a new alert, its key
               made by us) against `create` through POST /rpc on the same server,
               same API key, at 16 connections. Target: >= 0.7x requests/s.
@@ -17,20 +21,85 @@ driven by `wrk` in turns (run.compare: medians of paired rounds):
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import ADMIN, BENCH, DEFAULT_ADMIN_URL, Database, Gunicorn, instance_dir  # noqa: E402
-from run import _print_comparison, compare  # noqa: E402
+from harness import (  # noqa: E402
+    ADMIN,
+    BENCH,
+    DEFAULT_ADMIN_URL,
+    Database,
+    Gunicorn,
+    instance_dir,
+    wrk,
+)
+
+TICKS = os.sysconf("SC_CLK_TCK")
 
 CREATE = {"action": "create", "description": "Scooter 875643 offline", "source": "monitoring",
           "severity": "high"}  # fmt: skip
 TRIGGER = {"event_action": "trigger",
            "payload": {"summary": "Scooter 875643 offline", "source": "scooter-875643",
                        "severity": "error", "component": "battery"}}  # fmt: skip
+
+
+def cpu_seconds(server: Gunicorn) -> float:
+    """User and system CPU time of the server's workers so far."""
+    total = 0
+    for pid in server.workers():
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / TICKS
+
+
+def measured(server: Gunicorn, path: str, body: Any, connections: int, seconds: int) -> dict:
+    before = cpu_seconds(server)
+    run = wrk(server.url + path, body, connections, seconds)
+    run["cpu_ms_per_request"] = (cpu_seconds(server) - before) * 1000 / max(run["requests"], 1)
+    return run
+
+
+def compare(
+    args: argparse.Namespace, ours: tuple[Gunicorn, str, Any], base: tuple[Gunicorn, str, Any],
+    connections: int,
+) -> dict[str, Any]:  # fmt: skip
+    """As run.compare (baseline and ours in turns; medians of each round's ratio), with
+    the workers' CPU time per request beside requests/s and latency."""
+    runs: dict[str, list[dict[str, float]]] = {"baseline": [], "ours": []}
+    for server, path, body in (base, ours):
+        wrk(server.url + path, body, connections, 2)  # warm-up
+    for _ in range(args.rounds):
+        for label, (server, path, body) in (("baseline", base), ("ours", ours)):
+            runs[label].append(measured(server, path, body, connections, args.seconds))
+    result: dict[str, Any] = {"connections": connections, "runs": runs}
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_ms_per_request")
+    for label, done in runs.items():
+        result[label] = {key: statistics.median(run[key] for run in done) for key in keys}
+        result[label]["failed"] = sum(run["non_2xx"] + run["socket_errors"] for run in done)
+    pairs = list(zip(runs["baseline"], runs["ours"], strict=True))
+    for key, name in (("rps", "rps_ratio"), ("p99_ms", "p99_ratio"),
+                      ("cpu_ms_per_request", "cpu_ratio")):  # fmt: skip
+        result[name] = statistics.median(ours[key] / base[key] for base, ours in pairs)
+    # CPU per request, inverted: the throughput ratio the CPU cost alone predicts
+    result["cpu_rps_ratio"] = 1 / result["cpu_ratio"]
+    return result
+
+
+def show(title: str, result: dict[str, Any]) -> None:
+    base, ours = result["baseline"], result["ours"]
+    print(f"\n{title}\n  {'':12}{'baseline':>10}{'ours':>10}{'ratio':>9}")
+    rows = [("req/s", "rps", result["rps_ratio"]), ("p50 ms", "p50_ms", None),
+            ("p99 ms", "p99_ms", result["p99_ratio"]),
+            ("cpu ms/req", "cpu_ms_per_request", result["cpu_ratio"])]  # fmt: skip
+    for name, key, ratio in rows:
+        ratio = ours[key] / base[key] if ratio is None else ratio
+        print(f"  {name:12}{base[key]:10.2f}{ours[key]:10.2f}{ratio:8.2f}x")
+    for check, met in result["checks"]:
+        print(f"  [{'met' if met else 'NOT MET'}] {check}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -88,7 +157,7 @@ def bench_pagerduty(args: argparse.Namespace, server: Gunicorn, key: str) -> dic
                      args.connections)  # fmt: skip
     result["checks"] = [("requests/s >= 0.7x create", result["rps_ratio"] >= 0.7),
                         ("no failed requests", result["ours"]["failed"] == 0)]  # fmt: skip
-    _print_comparison(f"PagerDuty trigger (ours) vs create through /rpc (baseline), "
+    show(f"PagerDuty trigger (ours) vs create through /rpc (baseline), "
                       f"{args.connections} connections", result)  # fmt: skip
     return result
 
@@ -123,7 +192,7 @@ def _against_none(
     ]
     title = (f"create with 100 active windows, SILENCE_CACHE_SECONDS={cache} (ours) vs none"
              f" (baseline), {args.connections} connections")  # fmt: skip
-    _print_comparison(title, result)
+    show(title, result)
     return result
 
 

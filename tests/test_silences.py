@@ -235,6 +235,27 @@ def test_a_window_applies_on_another_instance_and_outlives_a_restart(server, tok
         other.stop()
 
 
+def test_active_windows_are_filed_by_what_an_incident_needs_and_change_on_time() -> None:
+    from incident_rpc.actions.silencing import Active, Subject, Window
+
+    t = datetime(2030, 1, 1, tzinfo=UTC)
+    text = Window.of(1, t, t + timedelta(hours=1), {"text": "Disk"})
+    keyed = Window.of(2, t + timedelta(minutes=10), t + timedelta(hours=2), {"dedup_key": "db-*"})
+    labelled = Window.of(3, t, t + timedelta(hours=3), {"labels": {"team": "db"}, "text": "x"})
+    sourced = Window.of(4, t, t + timedelta(hours=3), {"source": "partner"})
+    windows = [text, keyed, labelled, sourced]
+    early = Active(windows, t + timedelta(minutes=5))
+    assert (early.general, early.keyed, early.labelled) == ([text], [], [labelled])
+    assert early.by_source == {"partner": [sourced]}
+    assert early.until == t + timedelta(minutes=10)  # when `keyed` starts
+    later = Active(windows, early.until)
+    assert later.keyed == [keyed] and later.until == t + timedelta(hours=1)  # `text` ends
+    subject = Subject({"dedup_key": "db-3", "description": "the DISK is full", "source": "x"})
+    assert [w.id for bucket in later.candidates(subject) for w in bucket] == [2, 1]
+    assert text.matches(subject) and keyed.matches(subject) and not sourced.matches(subject)
+    assert not labelled.matches(Subject({"details": {"labels": {"team": "db"}}, "title": "y"}))
+
+
 # ---------------------------------------------------------------- bad input, in-process
 
 
