@@ -9,7 +9,8 @@ seconds apart can differ by half, whereas CPU per request barely moves.
 
 - pagerduty   POST /v2/enqueue triggers (no dedup_key: each a new alert, its key
               made by us) against `create` through POST /rpc on the same server,
-              same API key, at 16 connections. Target: >= 0.7x requests/s.
+              same API key, at 16 connections; then against bench/baseline_app.py's
+              bare INSERT + commit, as run.py's create is. Target: >= 0.7x requests/s.
 - silences    `create` on a server whose database holds 100 active windows that
               match none of the creates, against one with none. Target: >= 0.9x.
               Also with SILENCE_CACHE_SECONDS=0 (the windows read for every
@@ -158,8 +159,20 @@ def bench_pagerduty(args: argparse.Namespace, server: Gunicorn, key: str) -> dic
     result["checks"] = [("requests/s >= 0.7x create", result["rps_ratio"] >= 0.7),
                         ("no failed requests", result["ours"]["failed"] == 0)]  # fmt: skip
     show(f"PagerDuty trigger (ours) vs create through /rpc (baseline), "
-                      f"{args.connections} connections", result)  # fmt: skip
-    return result
+         f"{args.connections} connections", result)  # fmt: skip
+    bare = Gunicorn("bench.baseline_app:app", server.env, "/healthz").start()  # its own port
+    try:
+        against_bare = compare(args, (server, "/v2/enqueue", trigger), (bare, "/create", create),
+                               args.connections)  # fmt: skip
+    finally:
+        bare.stop()
+    against_bare["checks"] = [
+        ("requests/s >= 0.7x bare INSERT", against_bare["rps_ratio"] >= 0.7),
+        ("no failed requests", against_bare["ours"]["failed"] == 0),
+    ]
+    show(f"PagerDuty trigger (ours) vs bench/baseline_app.py's INSERT + commit (baseline), "
+         f"{args.connections} connections", against_bare)  # fmt: skip
+    return {"against_create": result, "against_bare_insert": against_bare}
 
 
 def bench_silences(args: argparse.Namespace, plain: Gunicorn, token: str) -> dict[str, Any]:
@@ -206,7 +219,8 @@ def main() -> dict[str, Any]:
         try:
             token = sign_in(server)
             if "pagerduty" in only:
-                report["pagerduty"] = bench_pagerduty(args, server, monitor_key(server, token))
+                key = monitor_key(server, token)
+                report["pagerduty"] = bench_pagerduty(args, server, key)
             if "silences" in only:
                 report["silences"] = bench_silences(args, server, token)
         finally:
