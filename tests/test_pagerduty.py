@@ -4,27 +4,26 @@
 repeat, acknowledge and resolve one alert; 40 concurrent triggers with one
 dedup_key make one incident. The client speaks only HTTPS, so this module's
 server serves TLS with a certificate for 127.0.0.1 made here (openssl), which the
-client is told to trust. The older generic v1 endpoint, and a table of bad
+clients are told to trust. The older generic v1 endpoint, and a table of bad
 events answered as PagerDuty answers them with nothing stored (in-process test
 client on the server's database).
 """
 
 import json
-import os
 import secrets
 import ssl
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pagerduty
 import pytest
 from sqlalchemy import func, select
-
-from conftest import Server, system_tool
+from support import Server, system_tool
 
 
 def certificate(folder: Path) -> tuple[Path, Path]:
@@ -40,33 +39,33 @@ def certificate(folder: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-@contextmanager
-def trusting(cert: Path) -> Iterator[None]:
-    """requests (conftest's readiness probe) trusts `cert` meanwhile."""
-    before = os.environ.get("REQUESTS_CA_BUNDLE")
-    os.environ["REQUESTS_CA_BUNDLE"] = str(cert)
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ["REQUESTS_CA_BUNDLE"]
-        else:
-            os.environ["REQUESTS_CA_BUNDLE"] = before
+class TlsServer(Server):
+    """Server over TLS (gunicorn's --certfile), its client trusting that certificate."""
+
+    def __init__(self, database_url: str, instance: Path, cert: Path, key: Path) -> None:
+        super().__init__(database_url, instance)
+        self.options = ("--certfile", str(cert), "--keyfile", str(key))
+        self.url = self.url.replace("http://", "https://")
+        self.cert = cert
+        self.trust = ssl.create_default_context(cafile=str(cert))
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE would win over `verify`
+        self.session.verify = str(cert)
+
+    def _ready(self) -> bool:
+        try:
+            url = self.url + self.ready_path
+            with urllib.request.urlopen(url, timeout=2, context=self.trust) as response:
+                return response.status == 200 and len(self.workers()) >= self.worker_count
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
 
 
 @pytest.fixture(scope="module")
-def server(new_database_url, tmp_path_factory) -> Iterator[Server]:
-    """This module's server, over TLS (gunicorn's --certfile), shared by its tests."""
+def server(new_database_url, tmp_path_factory) -> Iterator[TlsServer]:
+    """This module's server, over TLS, shared by its tests."""
     cert, key = certificate(tmp_path_factory.mktemp("tls"))
-    args = f"--certfile {cert} --keyfile {key}"
-    running = Server(new_database_url(), tmp_path_factory.mktemp("instance"),
-                     GUNICORN_CMD_ARGS=args)  # fmt: skip
-    running.url = running.url.replace("http://", "https://")
-    running.session.trust_env = False  # REQUESTS_CA_BUNDLE would win over `verify`
-    running.session.verify = str(cert)
-    running.cert = cert  # type: ignore[attr-defined]
-    with trusting(cert):
-        running.start()
+    running = TlsServer(new_database_url(), tmp_path_factory.mktemp("instance"), cert, key)
+    running.start()
     yield running
     running.stop()
 
@@ -96,7 +95,7 @@ def raised_by(server: Server, admin: str, creator: str) -> list[dict[str, Any]]:
 
 
 def client(server: Server, key: str) -> pagerduty.EventsApiV2Client:
-    trust = ssl.create_default_context(cafile=str(server.cert))  # type: ignore[attr-defined]
+    trust = server.trust  # type: ignore[attr-defined]
     return pagerduty.EventsApiV2Client(key, base_url=server.url, verify=trust)
 
 

@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 import websocket
 from sqlalchemy import func, select
-
-from conftest import ADMIN, Server
+from support import ADMIN, Server
 
 PASSWORD = "a password for silences"
 FIELDS = {"id", "matchers", "starts_at", "ends_at", "comment", "created_by", "created_at", "state"}

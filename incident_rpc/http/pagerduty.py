@@ -4,7 +4,7 @@ Tools that page through PagerDuty (Grafana, Zabbix, Datadog, Prometheus's
 PagerDuty receiver, PagerDuty's client libraries) can send to us unchanged:
 `routing_key` (v1: `service_key`) is one of our API keys, and each event becomes
 one ordinary command, dispatched as a single command posted to /rpc is
-(`group_commit.execute`: a trigger is a `create`, so triggers that arrive together
+(`group_commit.submit`: a trigger is a `create`, so triggers that arrive together
 share a commit, as creates do):
 
 - trigger: `create` with the event's `dedup_key` (one is made when it has none),
@@ -174,7 +174,7 @@ def _run(command: dict[str, Any], routing_key: str) -> int:
     """The command's status, 404 and 409 (nothing open to act on) taken as done."""
     if not keys.is_key(routing_key):
         raise Refused("Invalid routing key")
-    outcome = group_commit.execute(command, routing_key)
+    outcome = group_commit.submit(command, routing_key)
     status = outcome["status"]
     if status < 400 or status in (404, 409):
         return status
