@@ -9,10 +9,10 @@
   what is stored.
 - Except for slow commands (`dispatcher.runs_alone`: sign-ins and whatever else checks or
   hashes a password, about 80 ms each): each runs on its own, outside the shared
-  transaction, which commits before it and starts again after it. Kept inside, 60
-  sign-ins held the transaction open for 9 s, and with it every other client's
-  events (they are delivered in the order of the writing transactions, events/journal.py)
-  and, on SQLite, every writer.
+  transaction, which commits before it and starts again after it. Kept inside, a
+  run of sign-ins would hold the transaction open for seconds, and with it every
+  other client's events (they are delivered in the order of the writing
+  transactions, events/journal.py) and, on SQLite, every writer.
 - Consecutive commands of an action with a `many` handler (a burst of creates) run
   together (`dispatcher.execute_many`).
 """
