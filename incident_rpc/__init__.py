@@ -30,6 +30,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         alertmanager,
         health,
         legacy,
+        pagerduty,
         request_body,
         responses,
         rpc,
@@ -61,6 +62,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(legacy.bp)
     app.register_blueprint(rpc.bp)
     app.register_blueprint(alertmanager.bp)
+    app.register_blueprint(pagerduty.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(websocket.bp)
     app.register_blueprint(pages.bp)
