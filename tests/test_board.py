@@ -325,6 +325,42 @@ def test_admin_changes_a_users_role(board: Board, board_server: Server, admin_to
     assert until(lambda: role() == "agent")
 
 
+def test_admin_silences_from_forms_built_from_the_silence_actions(
+    browsers: list[Board], board_server: Server, admin_token: str
+) -> None:
+    watcher = browsers[0]
+    watcher.open().sign_in().signed_in()
+    rows = watcher.row_ids()
+    admin = Board(launch(), board_server.url)
+    browsers.append(admin)
+    admin.open().sign_in().signed_in()
+    admin.open("/#/admin")
+    admin.wait(lambda: admin.all('#silences form[data-action="silence_create"]'))
+    form = admin.find('#silences form[data-action="silence_create"]')
+    form.find_element(By.NAME, "matchers").send_keys('{"source": "partner", "text": "board"}')
+    form.find_element(By.NAME, "duration").send_keys("3600")
+    form.find_element(By.NAME, "comment").send_keys("<b>planned</b> work")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    admin.wait(lambda: "<b>planned</b> work" in admin.text("#silences table"))
+    silences = board_server.rpc("silence_list", admin_token)["data"]["silences"]
+    made = next(s for s in silences if s["comment"] == "<b>planned</b> work")
+    assert made["state"] == "active" and made["matchers"]["source"] == "partner"
+    row = next(r for r in admin.all("#silences tbody tr") if "<b>planned</b>" in r.text)
+    row.find_element(By.XPATH, ".//button[text()='expire']").click()
+    assert until(
+        lambda: next(
+            s for s in board_server.rpc("silence_list", admin_token)["data"]["silences"]
+            if s["id"] == made["id"]
+        )["state"] == "expired"
+    )  # fmt: skip
+    admin.wait(lambda: "expired" in admin.text("#silences table"))
+    # The silence's events reached the board's socket too, and drew no incident rows.
+    incident = create(board_server, admin_token, title="after the silence")
+    watcher.wait(lambda: watcher.row(incident["id"]))
+    assert watcher.row_ids() == [incident["id"], *rows]
+    assert watcher.all("#filter-silenced")  # get_all's new filter, found in describe
+
+
 def test_a_dropped_socket_reconnects_and_misses_nothing(
     board: Board, new_database_url, tmp_path_factory
 ) -> None:

@@ -15,6 +15,15 @@ export class Admin {
   constructor(methods) {
     this.methods = methods;
     this.node = document.getElementById("admin");
+    this.refreshers = new Map(); // family prefix -> its table's refresh, while shown
+  }
+
+  // Live events of a family (silence_created, ...): redraw its table if it is shown.
+  changed(events) {
+    if (this.node.hidden) return;
+    for (const [prefix, refresh] of this.refreshers) {
+      if (events.some((event) => event.type.startsWith(prefix))) refresh();
+    }
   }
 
   async show() {
@@ -168,6 +177,7 @@ export class Admin {
         replace(table, el("p", { class: "message" }, error.detail));
       }
     };
+    this.refreshers.set(prefix, refresh);
     box.append(table);
     for (const name of names.filter((n) => n !== list && !rowActions.includes(n))) {
       const method = this.methods.get(name);

@@ -14,6 +14,7 @@ const NONE = "(none)"; // typed into a nullable filter: "has no value"
 // Whether an incident passes one filter, when the board can tell (else undefined).
 function passes(incident, name, wanted) {
   if (name === "acknowledged") return (incident.acknowledged_at != null) === wanted;
+  if (name === "silenced") return (incident.silenced_by != null) === wanted;
   if (name in incident) return incident[name] === wanted;
   return undefined;
 }

@@ -71,9 +71,12 @@ async function start() {
   const stats = new Stats({ methods, me });
   const live = new Live({
     onEvents: (events) => {
-      list.apply(events);
-      for (const event of events) if (event.data) panel.changed(event.data, event);
-      stats.changed();
+      // Other kinds of event (silence_created, ...) carry another object as data.
+      const incidents = events.filter((event) => isIncidentEvent(event));
+      list.apply(incidents);
+      for (const event of incidents) panel.changed(event.data, event);
+      if (incidents.length) stats.changed();
+      if (incidents.length < events.length) app?.admin.changed(events.filter((e) => !isIncidentEvent(e)));
     },
     onState: (state) => { const badge = $("#live"); badge.dataset.state = state; badge.textContent = state; },
     onRefused: (reason) => expire(reason),
@@ -87,6 +90,17 @@ async function start() {
   stats.start();
   list.reload();
   route();
+}
+
+const INCIDENT_EVENTS = new Set(["added", "updated", "acknowledged", "resolved", "assigned", "commented"]);
+
+// An event about an incident: a known type, or a later one whose data has an
+// incident's fields.
+function isIncidentEvent(event) {
+  const data = event.data;
+  if (!data || typeof data !== "object") return false;
+  if (INCIDENT_EVENTS.has(event.type)) return true;
+  return ["status", "severity", "version", "description"].every((field) => field in data);
 }
 
 function expire(reason) {
