@@ -176,6 +176,15 @@ class Incident(db.Model):
     __mapper_args__ = {"version_id_col": version}
 
 
+# `stats` and the open-incidents gauge: only the open incidents, and only the resolved.
+OPEN_INCIDENT = "status NOT IN ('completed', 'fake')"
+Index("ix_incidents_open", Incident.severity, Incident.created_at, Incident.acknowledged_at,
+      postgresql_where=text(OPEN_INCIDENT), sqlite_where=text(OPEN_INCIDENT))  # fmt: skip
+RESOLVED = "resolved_at IS NOT NULL"
+Index("ix_incidents_resolved", Incident.resolved_at,
+      postgresql_where=text(RESOLVED), sqlite_where=text(RESOLVED))  # fmt: skip
+
+
 class Event(db.Model):
     """One committed change to an incident, in the order subscribers must see it."""
 

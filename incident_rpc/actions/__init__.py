@@ -1,5 +1,5 @@
 """Handlers, one module per domain; importing this package registers every action."""
 
-from . import api_keys, bulk, comments, describe, incidents, user_admin, users
+from . import api_keys, bulk, comments, describe, incidents, stats, user_admin, users
 
-__all__ = ["api_keys", "bulk", "comments", "describe", "incidents", "user_admin", "users"]
+__all__ = ["api_keys", "bulk", "comments", "describe", "incidents", "stats", "user_admin", "users"]
