@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from . import events
 from .extensions import db
 from .models import OPEN_DEDUP_KEY, Incident, utcnow
+from .telemetry import metrics
 
 
 def add_or_repeat(incident: Incident, actor: str) -> tuple[Incident, bool]:
@@ -51,4 +52,5 @@ def add_or_repeat(incident: Incident, actor: str) -> tuple[Incident, bool]:
         events.record("added", stored, actor)
         return stored, False
     events.record("updated", stored, actor, {"occurrences": [occurrences - 1, occurrences]})
+    metrics.dedup_hit()
     return stored, True

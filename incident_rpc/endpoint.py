@@ -44,6 +44,7 @@ from . import events, fanout, grouping, jsonio, jsonrpc, rpc
 from .errors import BadRequest, InvalidJSON, PayloadTooLarge, envelope
 from .extensions import db
 from .rpc import POST_ONLY, Batch, bearer_token, execute, respond
+from .telemetry import request_ids
 
 bp = Blueprint("endpoint", __name__)
 _OPTIONS = {"expire_on_commit": False}  # as db.session's own (extensions.py)
@@ -64,11 +65,20 @@ def rpc_endpoint() -> Response:
             return _json(jsonrpc.parse_error(error))
         raise
     if isinstance(body, list):
+        request_ids.note(dialect="jsonrpc" if jsonrpc_only else "native", action="batch")
         return _batch(body, bearer_token(), jsonrpc_only)
     if jsonrpc_only or jsonrpc.speaks_jsonrpc(body):
+        request_ids.note(dialect="jsonrpc", action=_named(body, "method"))
         response = jsonrpc.answer(body, bearer_token())
         return Response(status=204) if response is None else _json(response)
+    request_ids.note(dialect="native", action=_named(body, "action"))
     return respond(grouping.execute(body, bearer_token()))
+
+
+def _named(body: Any, key: str) -> str | None:
+    """The action a command names, if it names one (the metrics bound the label)."""
+    name = body.get(key) if isinstance(body, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _batch(items: list[Any], token: str | None, jsonrpc_only: bool) -> Response:

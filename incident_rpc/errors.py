@@ -13,6 +13,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
+from .telemetry import request_ids
+
 log = logging.getLogger("incident_rpc")
 
 
@@ -154,7 +156,7 @@ def classify(exc: BaseException) -> RpcError:
         return Unavailable()
     if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
         return Unavailable()
-    request_id = uuid.uuid4().hex[:12]
+    request_id = request_ids.current_id() or uuid.uuid4().hex[:12]  # the X-Request-Id
     log.exception("unhandled error, request id %s", request_id)
     return InternalError(f"internal error, request id {request_id}")
 

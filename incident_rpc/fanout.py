@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from . import events, jsonio
 from .database import engine_is_postgres, engine_options
 from .subscriber import Batch, Subscriber, framed
+from .telemetry import metrics
 
 log = logging.getLogger("incident_rpc")
 PAGE = 500  # events per read
@@ -72,11 +73,14 @@ class Bus:
         with self._lock:
             subscriber = Subscriber(self.capacity)
             self.subscribers.add(subscriber)
+        metrics.subscribed(+1)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self._lock:
-            self.subscribers.discard(subscriber)
+            if subscriber in self.subscribers:
+                self.subscribers.discard(subscriber)
+                metrics.subscribed(-1)
 
     def ring(self) -> None:
         self._doorbell.set()
@@ -162,6 +166,7 @@ class Bus:
             self.last_id = max(self.last_id, batch[-1][0])
             for subscriber in self.subscribers:
                 subscriber.offer(batch)
+            metrics.offered(len(batch) * len(self.subscribers))
 
 
 def _reader_engine(config: dict[str, Any]) -> Engine:
@@ -282,6 +287,7 @@ def pass_on(chunks: list[events.Chunk], app: Flask | None = None) -> None:
     """Events were committed: this worker's subscribers get them at once if they follow
     on; every listener (on PostgreSQL also those of other processes) is rung."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    metrics.observe_events(text for chunk in chunks for _, _, text in chunk.items)
     running = _buses.get(id(app))
     doorbell = _doorbell(app)
     if doorbell is not None:

@@ -27,6 +27,7 @@ from flask import current_app
 
 from . import admission, rpc
 from .errors import to_envelope
+from .telemetry import metrics
 
 _GROUPS = "incident_rpc.groups"  # app.extensions: action name -> Group, in this process
 
@@ -92,6 +93,7 @@ class Group:
 
 
 def _execute(commands: list[dict[str, Any]]) -> list[Any]:
+    metrics.group_commit(len(commands))
     if len(commands) == 1:
         return [rpc.execute(commands[0])]
     return rpc.execute_many(commands, None, rpc.Batch())

@@ -34,6 +34,7 @@ from .errors import (
     to_envelope,
 )
 from .extensions import db
+from .telemetry import request_ids
 
 log = logging.getLogger("incident_rpc")
 
@@ -180,6 +181,7 @@ def _prepare(
     caller = None
     if spec.role is not None:
         caller = _caller(command.get("token", header_token), batch)
+        request_ids.note(actor=caller.username)  # for its log lines (the first one stands)
         if not caller.has_role(spec.role) and not (spec.monitor and caller.is_monitor):
             raise Forbidden()
     params = {key: value for key, value in command.items() if key not in ("action", "token")}

@@ -16,9 +16,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from . import logs
 from .config import Config, ConfigError, read_problems
 from .team_schemas import UserCreateParams
+from .telemetry import logs
 
 SECRET_KEY_MIN_BYTES = 32
 SECRET_KEY_MIN_DISTINCT = 8
@@ -34,7 +34,7 @@ def on_starting() -> None:
     """In gunicorn's master: raises ConfigError, which gunicorn prints before it exits 1."""
     config = settings()
     check(config)
-    logs.configure(config["LOG_LEVEL"])
+    logs.configure(config["LOG_LEVEL"], config["LOG_FORMAT"], config["ACCESS_LOG"])
     announce(config)
 
 
