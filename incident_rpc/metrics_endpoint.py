@@ -6,7 +6,8 @@ registry answers. Two kinds of value are read here at scrape time instead: the o
 incidents by severity and status, counted in the database (from the partial index
 ix_incidents_open) at most once every OPEN_CACHE_SECONDS per worker, and the process
 metrics of the worker answering (prometheus-client cannot add up processes' CPU and
-memory). With METRICS_TOKEN set, the scrape needs `Authorization: Bearer <token>`.
+memory). The incident counters start at 0 for every severity and source, so that a
+series exists (and `rate` works) before the first incident of its kind. With METRICS_TOKEN set, the scrape needs `Authorization: Bearer <token>`.
 """
 
 import hmac
@@ -17,7 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     REGISTRY,
     CollectorRegistry,
     ProcessCollector,
@@ -30,7 +31,7 @@ from sqlalchemy import func, select
 
 from .errors import NotFound, Unauthorized
 from .extensions import db
-from .models import Incident, Severity, Status
+from .models import Incident, Severity, Source, Status
 from .rpc import bearer_token
 from .telemetry import metrics
 
@@ -100,6 +101,7 @@ def registry() -> CollectorRegistry:
                 MultiProcessCollector(scraped)
                 ProcessCollector(registry=scraped)
             scraped.register(OpenIncidents())
+            metrics.prime([s.value for s in Severity], [s.value for s in Source])
             _registry["registry"] = scraped
         return _registry["registry"]
 
@@ -113,4 +115,5 @@ def scrape() -> Response:
         sent = bearer_token() or ""
         if not hmac.compare_digest(sent.encode(), expected.encode()):
             raise Unauthorized("a valid bearer token is required for /metrics")
-    return Response(generate_latest(registry()), mimetype=CONTENT_TYPE_LATEST)
+    # The classic text format (our names need no escaping): every Prometheus 2.x reads it.
+    return Response(generate_latest(registry()), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})

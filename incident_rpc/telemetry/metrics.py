@@ -65,6 +65,15 @@ def enabled() -> bool:
     return bool(_state["enabled"])
 
 
+def prime(severities: Iterable[str], sources: Iterable[str]) -> None:
+    """Every severity and source at 0: their series exist before their first incident."""
+    for severity in severities:
+        ACKNOWLEDGED.labels(severity)
+        RESOLVED.labels(severity)
+        for source in sources:
+            CREATED.labels(severity, source)
+
+
 def observe_request(dialect: str, action: str, status: int, seconds: float) -> None:
     if not _state["enabled"]:
         return
