@@ -7,7 +7,8 @@ incidents by severity and status, counted in the database (from the partial inde
 ix_incidents_open) at most once every OPEN_CACHE_SECONDS per worker, and the process
 metrics of the worker answering (prometheus-client cannot add up processes' CPU and
 memory). The incident counters start at 0 for every severity and source, so that a
-series exists (and `rate` works) before the first incident of its kind. With METRICS_TOKEN set, the scrape needs `Authorization: Bearer <token>`.
+series exists (and `rate` works) before the first incident of its kind. With
+METRICS_TOKEN set, the scrape needs `Authorization: Bearer <token>`.
 """
 
 import hmac

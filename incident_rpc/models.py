@@ -178,7 +178,8 @@ class Incident(db.Model):
 
 # `stats` and the open-incidents gauge: only the open incidents, and only the resolved.
 OPEN_INCIDENT = "status NOT IN ('completed', 'fake')"
-Index("ix_incidents_open", Incident.severity, Incident.created_at, Incident.acknowledged_at,
+Index("ix_incidents_open", Incident.severity, Incident.status, Incident.created_at,
+      Incident.acknowledged_at,
       postgresql_where=text(OPEN_INCIDENT), sqlite_where=text(OPEN_INCIDENT))  # fmt: skip
 RESOLVED = "resolved_at IS NOT NULL"
 Index("ix_incidents_resolved", Incident.resolved_at,

@@ -8,6 +8,8 @@ count is exact.
 """
 
 import json
+import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -267,7 +269,7 @@ def test_prometheus_scrapes_the_expected_series(metered: Server, prometheus: str
         'sum by (dialect) (incident_rpc_requests_total{action="get"})': {
             "dialect=jsonrpc": 1, "dialect=legacy": 1},
         'sum(incident_rpc_requests_total{action="create",status="201"})': {"": 4},
-        'up{job="incident_rpc"}': {"instance=127.0.0.1:%d,job=incident_rpc" % metered.port: 1},
+        'up{job="incident_rpc"}': {f"instance=127.0.0.1:{metered.port},job=incident_rpc": 1},
     }  # fmt: skip
     deadline = time.monotonic() + TIMEOUT
     for expression, values in expected.items():
@@ -276,3 +278,58 @@ def test_prometheus_scrapes_the_expected_series(metered: Server, prometheus: str
             time.sleep(0.5)
     ttr = query(prometheus, "sum(incident_rpc_time_to_resolve_seconds_sum)")[""]
     assert 0 <= ttr < 120  # both resolved within seconds of their creation
+
+
+# -- the dashboard and the compose profile ------------------------------------------------
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "incident_rpc.json"
+SERIES_SUFFIXES = ("_bucket", "_count", "_sum", "_total")
+
+
+def dashboard_queries() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel["targets"]]
+
+
+def family_of(series: str) -> str:
+    for suffix in SERIES_SUFFIXES:
+        if series.endswith(suffix):
+            return series.removesuffix(suffix)
+    return series
+
+
+def test_every_dashboard_query_names_a_metric_the_service_exports() -> None:
+    exported = exported_names() | {"process_resident_memory_bytes"}
+    queries = dashboard_queries()
+    assert len(queries) >= 10
+    for expression in queries:
+        named = set(re.findall(r"\b((?:incident_rpc|process)_[a-z_]+)\b", expression))
+        assert named, expression
+        assert {family_of(series) for series in named} <= exported, expression
+
+
+def test_the_dashboard_queries_run_in_prometheus(metered: Server, prometheus: str) -> None:
+    wait_for(lambda: query(prometheus, 'up{job="incident_rpc"}'), "a first scrape")
+    for expression in dashboard_queries():
+        answer = requests.get(f"{prometheus}/api/v1/query", params={"query": expression},
+                              timeout=10).json()  # fmt: skip
+        assert answer["status"] == "success", (expression, answer)
+    assert query(prometheus, "sum by (severity) (incident_rpc_open_incidents)")
+
+
+def test_compose_adds_prometheus_and_grafana_in_a_profile(tmp_path) -> None:
+    compose = system_tool("docker-compose", package="docker-compose")
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "POSTGRES_PASSWORD": "p",
+           "SECRET_KEY": "s", "ADMIN_PASSWORD": "admin-password"}  # fmt: skip
+
+    done = subprocess.run([compose, "config"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # Each service's block of the resolved file, by its two-space-indented name.
+    blocks = dict(re.findall(r"^  ([a-z]+):\n((?:    .*\n|      .*\n)*)", done.stdout, re.M))
+    profiled = {name for name, block in blocks.items() if "profiles:\n    - monitoring" in block}
+    assert {"db", "app", "prometheus", "grafana"} <= set(blocks)
+    assert profiled == {"prometheus", "grafana"}  # a plain `up` stays db and app
+    for provisioned in ("provisioning/datasources/prometheus.yml",
+                        "provisioning/dashboards/incident_rpc.yml"):  # fmt: skip
+        assert (DASHBOARD.parent.parent / provisioned).is_file()

@@ -25,9 +25,8 @@ RESOLVED = "resolved_at IS NOT NULL"
 
 def upgrade() -> None:
     where = {"postgresql_where": sa.text(OPEN), "sqlite_where": sa.text(OPEN)}
-    op.create_index(
-        "ix_incidents_open", "incidents", ["severity", "created_at", "acknowledged_at"], **where
-    )
+    columns = ["severity", "status", "created_at", "acknowledged_at"]
+    op.create_index("ix_incidents_open", "incidents", columns, **where)
     where = {"postgresql_where": sa.text(RESOLVED), "sqlite_where": sa.text(RESOLVED)}
     op.create_index("ix_incidents_resolved", "incidents", ["resolved_at"], **where)
 
