@@ -69,10 +69,10 @@ def post_fork(server, worker) -> None:
     """Before the app loads: psycopg2 must wait on gevent, not block the whole worker,
     and never longer than the database settings allow (incident_rpc/green.py)."""
     if _is_gevent(worker):
-        from incident_rpc import green
+        from incident_rpc.runtime import waits
 
         connect = Config.DB_CONNECT_TIMEOUT
-        green.install(connect, Config.DB_STATEMENT_TIMEOUT_MS / 1000 + connect)
+        waits.install(connect, Config.DB_STATEMENT_TIMEOUT_MS / 1000 + connect)
 
 
 def post_worker_init(worker) -> None:
@@ -81,7 +81,7 @@ def post_worker_init(worker) -> None:
     stop = worker.handle_exit
 
     def close_sockets_then_stop(signum, frame) -> None:
-        from incident_rpc import fanout
+        from incident_rpc.events import fanout
 
         fanout.close_all()
         stop(signum, frame)

@@ -80,13 +80,68 @@ def test_the_cycle_finder_finds_one() -> None:
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+# From the top down: a module imports its own layer and the ones below, never one above.
+# The registry is below the handlers (they declare themselves with it) though it lives
+# in dispatch/; errors, extensions and config are the foundation everything stands on.
+LAYERS = [
+    ["incident_rpc", "incident_rpc.cli", "incident_rpc.startup", "incident_rpc.healthcheck"],
+    ["incident_rpc.http"],
+    ["incident_rpc.dispatch"],
+    ["incident_rpc.actions"],
+    ["incident_rpc.dispatch.registry", "incident_rpc.dispatch.openrpc"],
+    ["incident_rpc.schemas", "incident_rpc.access", "incident_rpc.events"],
+    ["incident_rpc.models"],
+    ["incident_rpc.runtime", "incident_rpc.telemetry"],
+    ["incident_rpc.errors", "incident_rpc.extensions", "incident_rpc.config"],
+]
+
+
+def layer(module: str) -> int:
+    """The index in LAYERS of the longest prefix that names `module` or a package of it."""
+    matches = [
+        (len(prefix), index)
+        for index, prefixes in enumerate(LAYERS)
+        for prefix in prefixes
+        if module == prefix or module.startswith(prefix + ".")
+    ]
+    assert matches, f"{module} is in no layer of LAYERS"
+    return max(matches)[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    packages = {module for module in graph if (PACKAGE.parent / module.replace(".", "/")).is_dir()}
+    return [
+        f"{module} -> {target}"
+        for module, targets in sorted(graph.items())
+        for target in sorted(targets - packages)  # a package's __init__ is its docstring
+        if layer(target) < layer(module)
+    ]
+
+
+def test_imports_point_down_the_layers() -> None:
+    assert upward_imports(import_graph()) == []
+
+
+def test_an_upward_import_is_found() -> None:
+    graph = {"incident_rpc.models": {"incident_rpc.http.rpc"}, "incident_rpc.http.rpc": set()}
+    assert upward_imports(graph) == ["incident_rpc.models -> incident_rpc.http.rpc"]
+
+
+def test_every_package_init_is_only_a_docstring() -> None:
+    for init in PACKAGE.rglob("__init__.py"):
+        if init.parent == PACKAGE or init.parent.name == "actions":
+            continue  # create_app; the package that registers every action
+        body = ast.parse(init.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{init} holds code"
+
+
 def test_the_graph_resolves_relative_imports() -> None:
     graph = import_graph()
-    assert "incident_rpc.rpc" in graph["incident_rpc.actions.incidents"]
-    assert "incident_rpc.extensions" in graph["incident_rpc.rpc"]
+    assert "incident_rpc.dispatch.registry" in graph["incident_rpc.actions.incidents"]
+    assert "incident_rpc.extensions" in graph["incident_rpc.dispatch.dispatcher"]
 
 
 if __name__ == "__main__":
     for module, targets in sorted(import_graph().items()):
-        print(module, "->", ", ".join(sorted(targets)) or "-")
-    sys.exit(1 if find_cycle(import_graph()) else 0)
+        print(f"[{layer(module)}] {module} ->", ", ".join(sorted(targets)) or "-")
+    sys.exit(1 if find_cycle(import_graph()) or upward_imports(import_graph()) else 0)

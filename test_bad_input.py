@@ -19,8 +19,8 @@ import websocket
 from itsdangerous import URLSafeTimedSerializer
 
 from conftest import Server
-from incident_rpc import jsonio
 from incident_rpc.errors import InvalidJSON
+from incident_rpc.runtime import jsonio
 
 SURROGATE = r'"\ud800"'  # JSON text: a lone high surrogate, valid JSON but not text
 NATIVE, LEGACY, JSONRPC, ALERTMANAGER = "native", "legacy", "jsonrpc", "alertmanager"

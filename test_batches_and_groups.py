@@ -23,7 +23,7 @@ import requests
 import sqlalchemy
 
 from conftest import Server
-from incident_rpc.events import ID_SHIFT
+from incident_rpc.events.journal import ID_SHIFT
 from test_grouping import TableLock  # holds a create's INSERT behind a table lock
 
 PASSWORD = "a-password-for-batch-tests"

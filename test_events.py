@@ -480,7 +480,7 @@ def in_process_app(server: Server):
 def open_transaction_with_an_event(description: str) -> int:
     """Create an incident and write its event, as `create` does, but do not commit yet;
     the event's id."""
-    from incident_rpc import events
+    from incident_rpc.events import journal
     from incident_rpc.extensions import db
     from incident_rpc.models import Incident, Status, utcnow
 
@@ -490,8 +490,8 @@ def open_transaction_with_an_event(description: str) -> int:
         updated_at=now,
     )  # fmt: skip
     db.session.add(incident)
-    events.record("added", incident, "test")
-    events.write_pending(db.session)  # what commit does first
+    journal.record("added", incident, "test")
+    journal.write_pending(db.session)  # what commit does first
     return db.session.execute(text("SELECT max(id) FROM events")).scalar_one()
 
 
@@ -536,15 +536,15 @@ def test_a_younger_transactions_events_wait_for_an_older_one(
 def test_one_transaction_numbers_at_most_2_to_the_16_events(single: Server):
     """The 65,537th event of one transaction would take the next transaction's ids: the
     commit is refused with a 413 and nothing is written."""
-    from incident_rpc import events
+    from incident_rpc.events import journal
     from incident_rpc.extensions import db
-    from incident_rpc.schemas import incident_out
+    from incident_rpc.schemas.incidents import incident_out
 
     if single.database_url.startswith("sqlite"):
         pytest.skip("SQLite numbers events with its own autoincrement ids")
     since = last_logged_id(single.database_url)
     with in_process_app(single).app_context():
-        last_of_65536 = f"(pg_current_xact_id()::text::bigint << {events.ID_SHIFT}) + 65535"
+        last_of_65536 = f"(pg_current_xact_id()::text::bigint << {journal.ID_SHIFT}) + 65535"
         db.session.execute(
             text(
                 "INSERT INTO events (id, type, incident_id, actor, at, data, changes)"
@@ -552,8 +552,8 @@ def test_one_transaction_numbers_at_most_2_to_the_16_events(single: Server):
             )
         )
         incident = dict.fromkeys(incident_out.fields, None) | {"id": 0, "description": "over"}
-        events.record("updated", incident, "test")
-        with pytest.raises(events.TooManyEvents) as refused:
+        journal.record("updated", incident, "test")
+        with pytest.raises(journal.TooManyEvents) as refused:
             db.session.commit()
         assert refused.value.status == 413
         db.session.rollback()
@@ -669,9 +669,9 @@ def test_queued_requests_leave_the_probes_and_the_channel_alone(postgres, tmp_pa
 
 
 def insert_quietly(database_url: str) -> None:
-    """An event written as events.write_pending writes it, but with no NOTIFY after the
+    """An event written as journal.write_pending writes it, but with no NOTIFY after the
     commit: as if the ring were lost."""
-    from incident_rpc.events import ID_SHIFT
+    from incident_rpc.events.journal import ID_SHIFT
 
     engine = create_engine(database_url)
     with engine.begin() as connection:

@@ -20,7 +20,7 @@ import requests
 import sqlalchemy
 
 from conftest import Server
-from incident_rpc.events import ID_SHIFT
+from incident_rpc.events.journal import ID_SHIFT
 
 PASSWORD = "a-password-for-grouping-tests"
 

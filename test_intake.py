@@ -480,7 +480,7 @@ def test_jsonrpc_batch_over_max_batch(tight: Server) -> None:
 
 def test_describe_lists_every_action_with_its_params(server: Server) -> None:
     import incident_rpc.actions  # noqa: F401  (importing it registers every action)
-    from incident_rpc.rpc import ACTIONS
+    from incident_rpc.dispatch.registry import ACTIONS
 
     document = server.rpc("describe", expect=200)["data"]
     assert document["openrpc"].startswith("1.")

@@ -233,7 +233,7 @@ def test_every_create_path_stores_unacknowledged_incidents(server, token) -> Non
     key = unique("disk")
     batch = [{"action": "create", "token": token, "description": f"batched {n}"} for n in range(3)]
     answers = server.post("/rpc", batch).json()  # one multi-row INSERT (create_many)
-    first = create(server, token, dedup_key=key)  # INSERT ... ON CONFLICT (dedup.py)
+    first = create(server, token, dedup_key=key)  # INSERT ... ON CONFLICT (actions/dedup.py)
     repeat = server.rpc("create", token, 200, description="again", dedup_key=key)["data"]
     assert repeat["id"] == first["id"] and repeat["acknowledged_at"] is None
     made = [answer["data"] for answer in answers] + [create(server, token), first]

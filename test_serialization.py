@@ -10,9 +10,10 @@ import pytest
 from marshmallow import Schema
 from sqlalchemy import create_engine, select
 
-from incident_rpc import jsonio, legacy
 from incident_rpc.models import Incident, Severity, Status
-from incident_rpc.schemas import FlatOut, IncidentOut, incident_page_out
+from incident_rpc.runtime import jsonio
+from incident_rpc.schemas import legacy
+from incident_rpc.schemas.incidents import FlatOut, IncidentOut, incident_page_out
 
 NOW = datetime(2026, 5, 17, 18, 30, 0, 123456, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ import timeit
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from incident_rpc import jsonio  # noqa: E402
+from incident_rpc.runtime import jsonio  # noqa: E402
 
 BODY = json.dumps({
     "action": "create",

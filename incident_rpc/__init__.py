@@ -17,25 +17,26 @@ class NoCookieSessions(SecureCookieSessionInterface):
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app from the environment (`Config`), with `overrides` on top."""
-    from . import (
+    from incident_rpc import (
         actions,  # noqa: F401  (importing it registers every action)
-        admission,
-        alertmanager,
         cli,
-        database,
-        endpoint,
-        fanout,
-        health,
-        metrics_endpoint,
-        request_body,
-        rpc,
         startup,
-        websocket,
     )
-    from .config import INSTANCE, Config, resolve_secret_key, with_psycopg2
-    from .extensions import db, migrate, sock
-    from .rpc import ACTIONS
-    from .telemetry import hooks, logs
+    from incident_rpc.config import INSTANCE, Config, resolve_secret_key, with_psycopg2
+    from incident_rpc.dispatch.registry import ACTIONS
+    from incident_rpc.events import fanout, websocket
+    from incident_rpc.extensions import db, migrate, sock
+    from incident_rpc.http import (
+        alertmanager,
+        health,
+        legacy,
+        metrics,
+        request_body,
+        responses,
+        rpc,
+    )
+    from incident_rpc.runtime import admission, database
+    from incident_rpc.telemetry import hooks, logs
 
     app = Flask(__name__, instance_path=str(INSTANCE))
     app.session_interface = NoCookieSessions()
@@ -58,14 +59,15 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     hooks.init_app(app, ACTIONS)  # first: every request has its id before anything logs
     request_body.init_app(app)  # a body on its way takes no admission slot
     admission.init_app(app)
+    app.register_error_handler(Exception, responses.outside_a_command)
+    app.register_blueprint(legacy.bp)
     app.register_blueprint(rpc.bp)
-    app.register_blueprint(endpoint.bp)
     app.register_blueprint(alertmanager.bp)
     app.register_blueprint(health.bp)
-    app.register_blueprint(metrics_endpoint.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(websocket.bp)
     fanout.init_app(app)
     cli.init_app(app)
     with app.app_context():
-        database.prepare(app)
+        startup.prepare_database(app)
     return app

@@ -10,13 +10,13 @@ from flask import Flask
 from marshmallow import ValidationError
 from sqlalchemy import select
 
-from .actions.user_admin import keep_an_admin
-from .actions.users import add_user
-from .auth import hash_password
-from .errors import RpcError
-from .extensions import db
-from .models import Role, User
-from .team_schemas import UserCreateParams
+from incident_rpc.access.auth import hash_password
+from incident_rpc.actions.user_admin import keep_an_admin
+from incident_rpc.actions.users import add_user
+from incident_rpc.errors import RpcError
+from incident_rpc.extensions import db
+from incident_rpc.models import Role, User
+from incident_rpc.schemas.teams import UserCreateParams
 
 
 @click.command("user-create")

@@ -174,11 +174,14 @@ class Config:
     LOGIN_MAX_FAILURES = _int("LOGIN_MAX_FAILURES", 5)  # per username at one address; 0: off
     LOGIN_MAX_FAILURES_PER_ADDRESS = _int("LOGIN_MAX_FAILURES_PER_ADDRESS", 30)  # 0: off
     PROXY_FIX_X_FOR = _int("PROXY_FIX_X_FOR", 0)  # trusted proxies in front (X-Forwarded-For)
-    HTTP_CONCURRENCY = _int("HTTP_CONCURRENCY", 8)  # requests at once per worker (admission.py)
-    # /healthz answers 503 once every slot has been held this long (admission.py); 0: never
+    HTTP_CONCURRENCY = _int(
+        "HTTP_CONCURRENCY", 8
+    )  # requests at once per worker (runtime/admission.py)
+    # /healthz: 503 once every slot has been held this long (runtime/admission.py); 0: never
     HEALTH_STALL_TIMEOUT = _float("HEALTH_STALL_TIMEOUT", 30)
-    GROUP_COMMIT = _bool("GROUP_COMMIT", True)  # concurrent creates share a commit (grouping.py)
-    # Change events (fanout.py, websocket.py); times in seconds.
+    # Concurrent creates share a commit (dispatch/group_commit.py).
+    GROUP_COMMIT = _bool("GROUP_COMMIT", True)
+    # Change events (events/fanout.py, events/websocket.py); times in seconds.
     EVENTS_PING_INTERVAL = _seconds("EVENTS_PING_INTERVAL", 25)  # idle sockets; 2 missed: dead
     EVENTS_POLL_INTERVAL = _seconds("EVENTS_POLL_INTERVAL", 1)  # read the log even without a ring
     EVENTS_QUEUE_SIZE = _int("EVENTS_QUEUE_SIZE", 1000, minimum=1)  # per subscriber, then 1013

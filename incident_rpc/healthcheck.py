@@ -8,7 +8,7 @@ to the container moves the check with the server instead of probing :8000.
 import sys
 import urllib.request
 
-from .config import Gunicorn
+from incident_rpc.config import Gunicorn
 
 
 def probe_url(bind: str) -> str:

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .extensions import db
+from incident_rpc.extensions import db
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -72,7 +72,7 @@ class Role(enum.StrEnum):
 
 class KeyRole(enum.StrEnum):
     """The roles of an API key: a user's, or `monitor` (a reporter that may also
-    acknowledge and resolve the incidents it raised; access.py)."""
+    acknowledge and resolve the incidents it raised; access/policy.py)."""
 
     admin = "admin"
     agent = "agent"
@@ -119,7 +119,7 @@ class User(db.Model):
 # Usernames are unique ignoring case: the database decides between concurrent creates.
 Index("uq_users_username_lower", func.lower(User.username), unique=True)
 
-# The predicate of the partial unique index; `dedup.py` names it again in ON CONFLICT.
+# The predicate of the partial unique index; `actions/dedup.py` names it again in ON CONFLICT.
 OPEN_DEDUP_KEY = "dedup_key IS NOT NULL AND status NOT IN ('completed', 'fake')"
 
 
@@ -201,7 +201,7 @@ class Event(db.Model):
 
 
 class RequestReplay(db.Model):
-    """The first answer to a changing command sent with a `request_id` (see replay.py)."""
+    """The first answer to a changing command sent with a `request_id` (see dispatch/replay.py)."""
 
     __tablename__ = "request_replays"
     __table_args__ = (UniqueConstraint("caller", "request_id", name="uq_request_replays_caller"),)

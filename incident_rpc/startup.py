@@ -16,9 +16,17 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .config import Config, ConfigError, read_problems
-from .team_schemas import UserCreateParams
-from .telemetry import logs
+from flask import Flask
+from flask_migrate import upgrade
+from sqlalchemy import select
+
+from incident_rpc.access.auth import hash_password
+from incident_rpc.config import Config, ConfigError, read_problems
+from incident_rpc.extensions import db
+from incident_rpc.models import Role, User
+from incident_rpc.runtime import database
+from incident_rpc.schemas.teams import UserCreateParams
+from incident_rpc.telemetry import logs
 
 SECRET_KEY_MIN_BYTES = 32
 SECRET_KEY_MIN_DISTINCT = 8
@@ -103,3 +111,30 @@ def announce(config: Mapping[str, Any]) -> None:
             " production would refuse: %s",
             "; ".join(refused),
         )
+
+
+def ensure_first_admin(username: str | None, password: str | None) -> None:
+    """The settings were checked at start-up (startup.admin_problems)."""
+    if db.session.scalar(select(User.id).limit(1)):
+        return
+    if not (username and password):
+        log.warning(
+            "no user exists: set ADMIN_USERNAME and ADMIN_PASSWORD, or run"
+            " flask --app wsgi user-create NAME --role admin"
+        )
+        return
+    db.session.add(User(username=username, password_hash=hash_password(password), role=Role.admin))
+    db.session.commit()
+    log.info("created the first administrator, %s", username)
+
+
+def prepare_database(app: Flask) -> None:
+    """Inside an app context: tune the engine, migrate, create the first admin."""
+    if db.engine.dialect.name == "sqlite":
+        database.tune_sqlite(db.engine)
+    if not app.config["AUTO_MIGRATE"]:
+        return
+    with database.startup_lock(db.engine):
+        upgrade(directory=database.MIGRATIONS)
+        ensure_first_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
+    db.session.remove()

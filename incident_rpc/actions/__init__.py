@@ -1,5 +1,14 @@
 """Handlers, one module per domain; importing this package registers every action."""
 
-from . import api_keys, bulk, comments, describe, incidents, stats, user_admin, users
+from incident_rpc.actions import (
+    api_keys,
+    bulk,
+    comments,
+    describe,
+    incidents,
+    stats,
+    user_admin,
+    users,
+)
 
 __all__ = ["api_keys", "bulk", "comments", "describe", "incidents", "stats", "user_admin", "users"]

@@ -7,14 +7,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .. import keys
-from ..errors import NotFound
-from ..extensions import db
-from ..fields import identifier
-from ..models import ApiKey, Role, utcnow
-from ..rpc import Context, action
-from ..schemas import Params
-from ..team_schemas import KeyCreateParams, NoParams, key_out, keys_out, new_key_out
+from incident_rpc.access import keys
+from incident_rpc.dispatch.registry import Context, action
+from incident_rpc.errors import NotFound
+from incident_rpc.extensions import db
+from incident_rpc.models import ApiKey, Role, utcnow
+from incident_rpc.schemas.fields import identifier
+from incident_rpc.schemas.incidents import Params
+from incident_rpc.schemas.teams import KeyCreateParams, NoParams, key_out, keys_out, new_key_out
 
 
 class KeyIdParams(Params):

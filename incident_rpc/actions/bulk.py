@@ -10,13 +10,13 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import ColumnElement, select
 
-from .. import events
-from ..errors import BadRequest, InvalidParams
-from ..extensions import db
-from ..models import Incident, Status, utcnow
-from ..rpc import Context, action
-from ..schemas import ResolveManyParams, UpdateManyParams, bulk_out
-from .incidents import apply_changes, check_assignee
+from incident_rpc.actions.incidents import apply_changes, check_assignee
+from incident_rpc.dispatch.registry import Context, action
+from incident_rpc.errors import BadRequest, InvalidParams
+from incident_rpc.events import journal
+from incident_rpc.extensions import db
+from incident_rpc.models import Incident, Status, utcnow
+from incident_rpc.schemas.incidents import ResolveManyParams, UpdateManyParams, bulk_out
 
 Skipped = list[dict[str, Any]]
 
@@ -75,7 +75,7 @@ def resolve_many(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         incident.resolved_at = incident.updated_at = now
         incident.resolved_by = ctx.actor
         incident.resolution = params.get("resolution")
-        events.record("resolved", incident, ctx.actor, changes)
+        journal.record("resolved", incident, ctx.actor, changes)
         changed.append(incident.id)
     return _answer(changed, skipped)
 

@@ -8,13 +8,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from .. import events
-from ..extensions import db
-from ..models import Comment, Event, Role, utcnow
-from ..rpc import Context, action
-from ..schemas import IdParams
-from ..team_schemas import CommentParams, comment_out, comments_out, history_out
-from .incidents import find
+from incident_rpc.actions.incidents import find
+from incident_rpc.dispatch.registry import Context, action
+from incident_rpc.events import journal
+from incident_rpc.extensions import db
+from incident_rpc.models import Comment, Event, Role, utcnow
+from incident_rpc.schemas.incidents import IdParams
+from incident_rpc.schemas.teams import CommentParams, comment_out, comments_out, history_out
 
 
 @action("comment", params=CommentParams(), role=Role.reporter, output=comment_out, status=201)
@@ -26,7 +26,9 @@ def comment(ctx: Context, params: dict[str, Any]) -> Comment:
     )
     db.session.add(note)
     db.session.flush()
-    events.record("commented", incident, ctx.actor, {"comment": {"id": note.id, "text": note.text}})
+    journal.record(
+        "commented", incident, ctx.actor, {"comment": {"id": note.id, "text": note.text}}
+    )
     return note
 
 

@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from .. import openrpc
-from ..rpc import Context, action
-from ..schemas import Params
+from incident_rpc.dispatch import openrpc
+from incident_rpc.dispatch.registry import Context, action
+from incident_rpc.schemas.incidents import Params
 
 
 @action("describe", params=Params(), role=None)

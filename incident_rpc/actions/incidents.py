@@ -15,13 +15,17 @@ from typing import Any
 
 from sqlalchemy import Select, Text, bindparam, cast, insert, select, tuple_
 
-from .. import access, dedup, events, legacy
-from ..auth import Caller
-from ..errors import Conflict, InvalidParams, NotFound
-from ..extensions import db
-from ..models import BigId, Incident, Role, Status, User, UTCDateTime, utcnow
-from ..rpc import Context, Reply, action
-from ..schemas import (
+from incident_rpc.access import policy
+from incident_rpc.access.auth import Caller
+from incident_rpc.actions import dedup
+from incident_rpc.actions.legacy_list import stream_incidents
+from incident_rpc.dispatch.registry import Context, Reply, action
+from incident_rpc.errors import Conflict, InvalidParams, NotFound
+from incident_rpc.events import journal
+from incident_rpc.extensions import db
+from incident_rpc.models import BigId, Incident, Role, Status, User, UTCDateTime, utcnow
+from incident_rpc.schemas import legacy
+from incident_rpc.schemas.incidents import (
     AcknowledgeParams,
     CreateParams,
     IdParams,
@@ -31,7 +35,7 @@ from ..schemas import (
     incident_out,
     incident_page_out,
 )
-from ..team_schemas import AssignParams
+from incident_rpc.schemas.teams import AssignParams
 
 INCIDENTS = Incident.__table__
 # Table columns, not mapped attributes: a statement that names one goes through the
@@ -50,7 +54,7 @@ def find(incident_id: int, caller: Caller, lock: bool = False) -> Incident:
     incident = db.session.get(
         Incident, incident_id, with_for_update=lock or None, populate_existing=lock
     )
-    if incident is None or not access.may_read(caller, incident.created_by):
+    if incident is None or not policy.may_read(caller, incident.created_by):
         raise NotFound(
             f"no incident with id {incident_id}", legacy_message="Incident have not found"
         )
@@ -70,7 +74,7 @@ def find_target(params: dict[str, Any], caller: Caller, lock: bool = False) -> I
     if lock:
         query = query.with_for_update().execution_options(populate_existing=True)
     incident = db.session.scalars(query).first()  # at most one: uq_incidents_open_dedup_key
-    if incident is None or not access.may_read(caller, incident.created_by):
+    if incident is None or not policy.may_read(caller, incident.created_by):
         raise NotFound(f"no open incident with dedup_key {key[:64]!r}")
     return incident
 
@@ -85,7 +89,7 @@ def page_query(
     filters: tuple[tuple[str, bool], ...], owner: bool, after: bool, acknowledged: bool | None
 ) -> Select:
     """The SELECT of one shape of `get_all` (which filters, each `IS NULL` or equal to a
-    value; confined to an owner, access.confined_to; after a cursor; acknowledged or
+    value; confined to an owner, policy.confined_to; after a cursor; acknowledged or
     not, when asked: no value to bind, so each answer is a shape), built once and
     reused with its values bound per request: building, hashing and looking up a
     statement on every request cost more CPU than PostgreSQL spends running it."""
@@ -136,7 +140,7 @@ def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
     values = [new_values(ctx, params) for ctx, params in calls]
     rows = [row._asdict() for row in db.session.execute(_INSERT, values)]
     for (ctx, _), row in zip(calls, rows, strict=True):
-        events.record("added", row, ctx.actor)
+        journal.record("added", row, ctx.actor)
     return rows
 
 
@@ -150,11 +154,11 @@ def create(ctx: Context, params: dict[str, Any]) -> Created:
     if "dedup_key" in params:
         incident = Incident(**new_values(ctx, params))
         stored, repeated = dedup.add_or_repeat(incident, ctx.actor)
-        if repeated and not access.may_read(ctx.caller, stored.created_by):
+        if repeated and not policy.may_read(ctx.caller, stored.created_by):
             raise Conflict("this dedup_key belongs to an open incident you cannot read")
         return Reply(stored, 200) if repeated else stored
     row = db.session.execute(_INSERT, new_values(ctx, params)).one()._asdict()
-    events.record("added", row, ctx.actor)
+    journal.record("added", row, ctx.actor)
     return row
 
 
@@ -165,12 +169,12 @@ def get(ctx: Context, params: dict[str, Any]) -> Incident:
 
 @action(
     "get_all", params=ListParams(), role="reporter", output=incident_page_out,
-    legacy_params=legacy.ListParams(), legacy_handler=legacy.stream_incidents, reads_only=True,
+    legacy_params=legacy.ListParams(), legacy_handler=stream_incidents, reads_only=True,
 )  # fmt: skip
 def get_all(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """One page, newest first; the cursor is the (created_at, id) of the page's last row."""
     filters = tuple((name, params[name] is None) for name in FILTERS if name in params)
-    owner = access.confined_to(ctx.caller)
+    owner = policy.confined_to(ctx.caller)
     query = page_query(filters, owner is not None, "cursor" in params, params.get("acknowledged"))
     values = {name: params[name] for name, is_null in filters if not is_null}
     values.update(owner=owner, limit=params["limit"] + 1)
@@ -207,9 +211,9 @@ def apply_changes(
         incident.resolved_at = now if completed else None
         incident.resolved_by = actor if completed else None
         acknowledged = _acknowledgement_follows(incident, actor, now)
-    events.record("updated", incident, actor, changes)
+    journal.record("updated", incident, actor, changes)
     if acknowledged:  # every acknowledgement has its event, however it came about
-        events.record("acknowledged", incident, actor, acknowledged)
+        journal.record("acknowledged", incident, actor, acknowledged)
     return changes
 
 
@@ -259,7 +263,7 @@ def acknowledge(ctx: Context, params: dict[str, Any]) -> Incident:
         incident.status = Status.processing
     incident.acknowledged_at = incident.updated_at = now
     incident.acknowledged_by = ctx.actor
-    events.record("acknowledged", incident, ctx.actor, changes)
+    journal.record("acknowledged", incident, ctx.actor, changes)
     return incident
 
 
@@ -277,7 +281,7 @@ def resolve(ctx: Context, params: dict[str, Any]) -> Incident:
     incident.resolved_at = incident.updated_at = utcnow()
     incident.resolved_by = ctx.actor
     incident.resolution = params.get("resolution")
-    events.record("resolved", incident, ctx.actor, changes)
+    journal.record("resolved", incident, ctx.actor, changes)
     return incident
 
 
@@ -306,5 +310,5 @@ def assign(ctx: Context, params: dict[str, Any]) -> Incident:
     changes = {"assignee": [incident.assignee, params["assignee"]]}
     incident.assignee = params["assignee"]
     incident.updated_at = utcnow()
-    events.record("assigned", incident, ctx.actor, changes)
+    journal.record("assigned", incident, ctx.actor, changes)
     return incident

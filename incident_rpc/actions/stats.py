@@ -14,7 +14,7 @@ Four aggregate queries, each answered from an index (migration 0008_stats_indexe
 
 Incidents closed as `fake` count in `total`, `by_status` and `fake`, and nowhere
 else: a false alarm must not make the team look faster or slower. A reporter gets
-the same answer over the incidents it created (access.confined_to). Days are UTC.
+the same answer over the incidents it created (access/policy.py, confined_to). Days are UTC.
 """
 
 from datetime import datetime, timedelta
@@ -22,12 +22,13 @@ from typing import Any
 
 from sqlalchemy import Select, case, func, select
 
-from .. import access, stats_measures
-from ..extensions import db
-from ..fields import Timestamp
-from ..models import Incident, Severity, Status, utcnow
-from ..rpc import Context, action
-from ..stats_schemas import StatsParams
+from incident_rpc.access import policy
+from incident_rpc.actions import stats_measures
+from incident_rpc.dispatch.registry import Context, action
+from incident_rpc.extensions import db
+from incident_rpc.models import Incident, Severity, Status, utcnow
+from incident_rpc.schemas.fields import Timestamp
+from incident_rpc.schemas.stats import StatsParams
 
 INCIDENTS = Incident.__table__
 COLUMNS = INCIDENTS.c
@@ -41,7 +42,7 @@ _timestamp = Timestamp()
 def stats(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Counts, open incidents by age, per-day figures, MTTA and MTTR for a window."""
     since, until, group_by = params["since"], params["until"], params["group_by"]
-    owner = access.confined_to(ctx.caller)
+    owner = policy.confined_to(ctx.caller)
     answer: dict[str, Any] = {
         "since": _timestamp.serialize("since", params),
         "until": _timestamp.serialize("until", params),

@@ -4,13 +4,19 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..auth import new_password_hash
-from ..errors import Conflict, NotFound
-from ..extensions import db
-from ..models import Role, User
-from ..rpc import Context, action
-from ..team_schemas import NoParams, UserCreateParams, UserUpdateParams, user_out, users_out
-from .users import add_user
+from incident_rpc.access.auth import new_password_hash
+from incident_rpc.actions.users import add_user
+from incident_rpc.dispatch.registry import Context, action
+from incident_rpc.errors import Conflict, NotFound
+from incident_rpc.extensions import db
+from incident_rpc.models import Role, User
+from incident_rpc.schemas.teams import (
+    NoParams,
+    UserCreateParams,
+    UserUpdateParams,
+    user_out,
+    users_out,
+)
 
 
 @action(

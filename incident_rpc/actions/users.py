@@ -9,14 +9,15 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import legacy, throttle
-from ..auth import issue_token, login, new_password_hash
-from ..errors import BadCredentials, Conflict, Forbidden, InvalidParams
-from ..extensions import db
-from ..models import Role, User
-from ..rpc import Context, action
-from ..schemas import AuthorizationParams, token_out
-from ..team_schemas import (
+from incident_rpc.access import throttle
+from incident_rpc.access.auth import issue_token, login, new_password_hash
+from incident_rpc.dispatch.registry import Context, action
+from incident_rpc.errors import BadCredentials, Conflict, Forbidden, InvalidParams
+from incident_rpc.extensions import db
+from incident_rpc.models import Role, User
+from incident_rpc.schemas import legacy
+from incident_rpc.schemas.incidents import AuthorizationParams, token_out
+from incident_rpc.schemas.teams import (
     NoParams,
     PasswordChangeParams,
     RegisterParams,

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 from flask import Flask, Response, request
 
-from . import metrics, request_ids
+from incident_rpc import errors
+from incident_rpc.telemetry import metrics, request_ids
 
 access_log = logging.getLogger("incident_rpc.access")
 
@@ -19,6 +20,7 @@ access_log = logging.getLogger("incident_rpc.access")
 def init_app(app: Flask, actions: Iterable[str]) -> None:
     """`actions`: the registered action names, the only values of the action label."""
     metrics.init_app(app, actions)
+    errors.current_request_id = request_ids.current_id  # named in internal errors
     log_access = app.config["ACCESS_LOG"]
 
     @app.before_request

@@ -23,7 +23,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from . import request_ids
+from incident_rpc.telemetry import request_ids
 
 FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s%(context)s"  # gunicorn's
 DATE_FORMAT = "[%Y-%m-%d %H:%M:%S %z]"

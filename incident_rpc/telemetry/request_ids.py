@@ -7,7 +7,7 @@ as the request runs: its dialect and action (the route adapters), its actor (the
 dispatcher, after authentication), its status and duration (at the end). The log
 filter (logs.py) and the request counter (metrics.py) read it from there.
 
-Under group commit a command may run in another request's greenlet (grouping.py):
+Under group commit a command may run in another request's greenlet (dispatch/group_commit.py):
 `note` keeps the first value it is given, so a request names its own action and
 actor, never a neighbour's.
 """
@@ -22,8 +22,8 @@ from flask import g, has_request_context, request
 HEADER = "X-Request-Id"
 SANE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # The blueprint that served a request -> its dialect (the others: "other").
-DIALECTS = {"endpoint": "native", "rpc": "legacy", "alertmanager": "alertmanager",
-            "websocket": "websocket"}  # fmt: skip
+DIALECTS = {"endpoint": "native", "legacy": "legacy", "alertmanager": "alertmanager",
+            "events": "websocket"}  # fmt: skip
 
 
 @dataclass

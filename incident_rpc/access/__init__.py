@@ -1,0 +1,1 @@
+"""Who the caller is and what it may do: tokens, API keys, throttling, policy."""

@@ -1,0 +1,1 @@
+"""The one path from commands to answers: registry, batches, group commit, replay."""

@@ -1,0 +1,1 @@
+"""Change events: the journal, fan-out across workers, WebSocket subscribers."""

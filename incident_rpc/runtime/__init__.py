@@ -1,0 +1,1 @@
+"""The process underneath: the database engine, gevent waits, offloading, JSON encoding."""

@@ -1,0 +1,1 @@
+"""The marshmallow schemas of every dialect: parameters in, answers out."""
