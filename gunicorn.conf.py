@@ -32,7 +32,8 @@ errorlog = "-"
 loglevel = Config.LOG_LEVEL.lower()
 logconfig_dict = logs.gunicorn_logconfig(Config.LOG_FORMAT)  # LOG_FORMAT=json: gunicorn's too
 # gunicorn's own access line (GUNICORN_ACCESS_LOG) names the request's id as well.
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
+# Method and path, never the query string: /ws?token=... carries a token.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
 # gunicorn 27 gives every instance one shared control socket in $HOME by default;
 # side-by-side instances (tests, benchmarks, containers without a writable home)
 # must not share or need it. GUNICORN_CONTROL_SOCKET=1 turns it back on.

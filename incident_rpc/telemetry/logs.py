@@ -54,6 +54,8 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "context"):  # gunicorn's records come without our filter
             RequestContext().filter(record)
+            if record.name == "gunicorn.access" and isinstance(record.args, dict):
+                _from_access_atoms(record, record.args)
         line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
@@ -64,6 +66,13 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+def _from_access_atoms(record: logging.LogRecord, atoms: dict[str, Any]) -> None:
+    """gunicorn's access line knows the status, the time and our X-Request-Id header."""
+    record.request_id = atoms.get("{x-request-id}o") or None
+    record.status = int(atoms["s"]) if str(atoms.get("s", "")).isdigit() else None
+    record.duration = float(atoms["L"]) if atoms.get("L") else None
 
 
 def formatter(log_format: str) -> logging.Formatter:
