@@ -6,8 +6,12 @@ computes from the same rows: counts, ages, per-day figures, and MTTA and MTTR wi
 percentile_cont's interpolation (PostgreSQL's own, or ours on SQLite).
 """
 
+import json
 import math
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,7 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, delete, insert
 
-from conftest import Server
+import client as client_py
+from conftest import ADMIN, ROOT, Server
 from incident_rpc.config import with_psycopg2
 from incident_rpc.models import Incident
 
@@ -218,3 +223,44 @@ def test_bad_parameters_are_named(stats_server, params, field) -> None:
 
 def test_stats_needs_a_token(stats_server) -> None:
     stats_server.rpc("stats", expect=401)
+
+
+# -- client.py stats -------------------------------------------------------------------------
+
+
+def run_client(server: Server, home, *args: str) -> str:
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("INCIDENT_RPC_")}  # fmt: skip
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / "config"), INCIDENT_RPC_URL=server.url)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "client.py"), *args], cwd=ROOT, env=env, text=True,
+        capture_output=True, timeout=30, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stderr, (done.stdout, done.stderr)
+    return done.stdout
+
+
+def test_client_prints_stats_as_a_table(stats_server, seeded, tmp_path) -> None:
+    run_client(stats_server, tmp_path, "login", ADMIN[0], "--password", ADMIN[1])
+    window = ("--since", SINCE.isoformat(), "--until", UNTIL.isoformat())
+    answer = json.loads(run_client(stats_server, tmp_path, "stats", *window, "--json"))
+    assert answer == stats(stats_server, since=SINCE.isoformat(), until=UNTIL.isoformat())
+    table = run_client(stats_server, tmp_path, "stats", *window, "--group-by", "severity", "--days")
+    lines = table.splitlines()
+    assert f"incidents      {answer['total']:,} ({answer['fake']:,} fake" in table
+    header = next(line for line in lines if line.split() == ["count", "mean", "p50", "p90", "p99"])
+    mtta = lines[lines.index(header) + 1].split()
+    assert mtta[:2] == ["MTTA", f"{answer['mtta']['count']:,}"]
+    assert sum(line.startswith("severity ") for line in lines) == 4
+    per_day = [line.split() for line in lines if line[:4].isdigit() and line[4] == "-"]
+    assert [[day["day"], str(day["created"]), str(day["resolved"])]
+            for day in answer["per_day"]] == per_day  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(None, "-"), (0.4, "0s"), (45, "45s"), (723, "12m 03s"), (11100, "3h 05m"),
+     (187200, "2d 04h")],
+)  # fmt: skip
+def test_client_durations_read_as_a_person_would(seconds, shown) -> None:
+    assert client_py.duration(seconds) == shown
