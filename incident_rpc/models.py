@@ -119,6 +119,8 @@ class User(db.Model):
 # Usernames are unique ignoring case: the database decides between concurrent creates.
 Index("uq_users_username_lower", func.lower(User.username), unique=True)
 
+# What `stats` reads of each incident in its window (ix_incidents_created includes them).
+STATS_COLUMNS = ["status", "severity", "source", "assignee", "acknowledged_at", "resolved_at"]
 # The predicate of the partial unique index; `actions/dedup.py` names it again in ON CONFLICT.
 OPEN_DEDUP_KEY = "dedup_key IS NOT NULL AND status NOT IN ('completed', 'fake')"
 
@@ -127,7 +129,9 @@ class Incident(db.Model):
     __tablename__ = "incidents"
     __table_args__ = (
         # Keyset pages, newest first, with or without one filter.
-        Index("ix_incidents_created", "created_at", "id"),
+        # On PostgreSQL it also carries what `stats` reads of a window (migration 0008):
+        # its counts and durations come from an index-only scan, not from the rows.
+        Index("ix_incidents_created", "created_at", "id", postgresql_include=STATS_COLUMNS),
         Index("ix_incidents_status_created", "status", "created_at", "id"),
         Index("ix_incidents_source_created", "source", "created_at", "id"),
         Index("ix_incidents_severity_created", "severity", "created_at", "id"),
