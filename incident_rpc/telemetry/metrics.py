@@ -15,6 +15,7 @@ a no-op and /metrics into a 404.
 
 from collections.abc import Iterable
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -78,8 +79,19 @@ def observe_request(dialect: str, action: str, status: int, seconds: float) -> N
     if not _state["enabled"]:
         return
     action = action if action in _state["actions"] else "unknown"  # never the caller's text
-    REQUESTS.labels(dialect, action, str(status)).inc()
-    REQUEST_SECONDS.labels(action).observe(seconds)
+    counter, histogram = _request_series(dialect, action, status)
+    counter.inc()
+    histogram.observe(seconds)
+
+
+@lru_cache(maxsize=4096)  # the labels are bounded; a lookup in prometheus-client locks
+def _request_series(dialect: str, action: str, status: int) -> tuple[Counter, Histogram]:
+    return REQUESTS.labels(dialect, action, str(status)), REQUEST_SECONDS.labels(action)
+
+
+@lru_cache(maxsize=256)
+def _created(severity: str, source: str) -> Counter:
+    return CREATED.labels(severity, source)
 
 
 def dedup_hit() -> None:
@@ -111,7 +123,7 @@ def observe_events(messages: Iterable[str]) -> None:
         event = orjson.loads(message)
         kind, incident = event["type"], event["data"]
         if kind == "added":
-            CREATED.labels(incident["severity"], incident["source"]).inc()
+            _created(incident["severity"], incident["source"]).inc()
         elif kind == "acknowledged":
             ACKNOWLEDGED.labels(incident["severity"]).inc()
             _observe(TIME_TO_ACKNOWLEDGE, incident, "acknowledged_at")
