@@ -12,10 +12,9 @@ from datetime import UTC, datetime
 import pytest
 import requests
 from itsdangerous import URLSafeTimedSerializer
+from support import Server
 
-from conftest import Server
-
-TEST_SECRET = "test-secret-key"  # conftest.Server runs every server with this key
+TEST_SECRET = "test-secret-key"  # support.Server runs every server with this key
 
 
 def forge_token(claims: dict, secret: str = TEST_SECRET, age: int = 0) -> str:

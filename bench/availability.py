@@ -21,6 +21,7 @@ the end.
 import argparse
 import json
 import os
+import secrets
 import select
 import socket
 import statistics
@@ -57,7 +58,7 @@ def checkout(ref: str) -> Path:
 def start(database: Database, root: Path, **env: str) -> Gunicorn:
     base = {
         "DATABASE_URL": database.sqlalchemy_url, "INCIDENT_RPC_ENV": "production",
-        "SECRET_KEY": "bench-secret-key", "ADMIN_USERNAME": ADMIN[0],
+        "SECRET_KEY": secrets.token_urlsafe(48), "ADMIN_USERNAME": ADMIN[0],
         "ADMIN_PASSWORD": ADMIN[1], "INSTANCE_PATH": instance_dir(), "LOG_LEVEL": "WARNING",
     }  # fmt: skip
     return Gunicorn("wsgi:app", {**base, **env}, "/readyz", root).start()

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import PostgresDatabases, Server  # noqa: E402  (the test suite's own harness)
+from support import PostgresDatabases, Server  # noqa: E402  (the test suite's own harness)
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1/postgres"
 

@@ -30,10 +30,8 @@ import resource
 import secrets
 import select
 import selectors
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -45,6 +43,9 @@ import psycopg2
 import requests
 import websocket
 from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from servers import Gunicorn  # noqa: E402  (the tests' server helper)
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = ("admin", "bench-admin-password")
@@ -131,48 +132,19 @@ def baseline_message(key: int) -> str:
 # ------------------------------------------------------------------ servers
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Gunicorn:
-    def __init__(self, app: str, env: dict[str, str], args: argparse.Namespace) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [
-            sys.executable, "-m", "gunicorn", app, "-c", str(ROOT / "gunicorn.conf.py"),
-            "--bind", f"127.0.0.1:{self.port}", "--workers", str(args.workers),
-            "--pythonpath", str(ROOT / "bench"), "--no-control-socket",
-        ]  # fmt: skip
-        settings = {
-            "GUNICORN_WORKER_CLASS": args.worker_class,
-            "GUNICORN_THREADS": str(args.threads),
-            "GUNICORN_WORKER_CONNECTIONS": "4000",
-            "LOG_LEVEL": "WARNING",
-        }
-        self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **settings, **env})
-
-    def wait(self, path: str) -> "Gunicorn":
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {self.process.returncode}")
-            try:
-                requests.get(self.url + path, timeout=2)
-                return self
-            except requests.RequestException:
-                time.sleep(0.2)
-        raise RuntimeError("gunicorn did not start in 60 s")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+def gunicorn(app: str, env: dict[str, str], args: argparse.Namespace, ready: str) -> Gunicorn:
+    """A started server of `app` (tests/servers.py) in the worker model under test."""
+    settings = {
+        "GUNICORN_WORKER_CLASS": args.worker_class,
+        "GUNICORN_THREADS": str(args.threads),
+        "GUNICORN_WORKER_CONNECTIONS": "4000",
+        "LOG_LEVEL": "WARNING",
+    }
+    server = Gunicorn(
+        app, {**settings, **env}, workers=args.workers, ready_path=ready,
+        options=("--pythonpath", str(ROOT / "bench")),
+    )  # fmt: skip
+    return server.start()
 
 
 class Database:
@@ -465,16 +437,16 @@ def main(argv: list[str] | None = None) -> int:
     clients = Subscribers()
     rows: list[dict] = []
     try:
-        ours = Gunicorn("wsgi:app", {
+        ours = gunicorn("wsgi:app", {
             "DATABASE_URL": database.url, "INSTANCE_PATH": str(ROOT / "instance" / "bench"),
             "SECRET_KEY": secrets.token_urlsafe(32), "ADMIN_USERNAME": ADMIN[0],
             "ADMIN_PASSWORD": ADMIN[1],
-        }, args)  # fmt: skip
+        }, args, "/readyz")  # fmt: skip
         servers.append(ours)
-        base = Gunicorn("events_latency:baseline_app()", {"BASELINE_DSN": database.dsn}, args)
+        base = gunicorn(
+            "events_latency:baseline_app()", {"BASELINE_DSN": database.dsn}, args, "/healthz"
+        )
         servers.append(base)
-        ours.wait("/readyz")
-        base.wait("/healthz")
         login = {"action": "authorization", "username": ADMIN[0], "password": ADMIN[1]}
         token = requests.post(ours.url + "/rpc", json=login, timeout=30).json()["data"]["token"]
         systems = [

@@ -7,15 +7,11 @@ compose these pieces. Every server runs the production `gunicorn.conf.py`
 """
 
 import json
-import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,16 +20,14 @@ from typing import Any
 import psycopg2
 from sqlalchemy.engine import URL, make_url
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import servers  # noqa: E402  (the one server helper of tests and benchmarks)
+from servers import free_port  # noqa: E402, F401  (for the bench scripts)
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 ADMIN = ("bench-admin", "bench-admin-password")
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Database:
@@ -74,58 +68,11 @@ class Database:
         return self.url.render_as_string(hide_password=False)
 
 
-class Gunicorn:
-    """`gunicorn <app>` with the production config, on a free port of 127.0.0.1."""
+class Gunicorn(servers.Gunicorn):
+    """The tests' gunicorn (tests/servers.py), with a stdlib client for the API."""
 
     def __init__(self, app: str, env: dict[str, str], ready_path: str, root: Path = ROOT) -> None:
-        self.app = app
-        self.root = root  # another tree's code (bench/availability.py --against), or ours
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ready_path = ready_path
-        self.env = {**os.environ, **env, "GUNICORN_BIND": f"127.0.0.1:{self.port}"}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> "Gunicorn":
-        config = self.root / "gunicorn.conf.py"  # under gevent it makes psycopg2 cooperate
-        command = [sys.executable, "-m", "gunicorn", "-c", str(config), "--no-control-socket"]
-        self.process = subprocess.Popen([*command, self.app], cwd=self.root, env=self.env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.app} exited with {self.process.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as response:
-                    if response.status == 200 and len(self.workers()) >= self.worker_count:
-                        return self
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self.app} was not ready within {timeout} s")
-
-    @property
-    def worker_count(self) -> int:
-        return int(self.env.get("WEB_CONCURRENCY", os.cpu_count() or 2))
-
-    def workers(self) -> list[int]:
-        """The worker processes' ids (the master's children)."""
-        assert self.process is not None
-        pid = self.process.pid
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except FileNotFoundError:
-            return []
-        return [int(child) for child in children]
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().__init__(app, env, root=root, ready_path=ready_path)
 
     def post(self, path: str, body: Any) -> Any:
         request = urllib.request.Request(

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import PostgresDatabases, Server  # noqa: E402  (the test suite's launcher)
+from support import PostgresDatabases, Server  # noqa: E402  (the test suite's launcher)
 
 PASSWORD = "timing-password-123"
 

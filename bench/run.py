@@ -25,6 +25,7 @@ import argparse
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -102,7 +103,7 @@ def server_env(args: argparse.Namespace, database: Database) -> dict[str, str]:
     env = {
         "DATABASE_URL": database.sqlalchemy_url,
         "INCIDENT_RPC_ENV": "production",
-        "SECRET_KEY": "bench-secret-key",
+        "SECRET_KEY": secrets.token_urlsafe(48),  # production refuses a weak one
         "ADMIN_USERNAME": ADMIN[0],
         "ADMIN_PASSWORD": ADMIN[1],
         "INSTANCE_PATH": instance_dir(),

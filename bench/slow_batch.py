@@ -30,9 +30,9 @@ import requests
 import websocket
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import ADMIN, PostgresDatabases, Server  # noqa: E402  (the suite's launcher)
+from support import ADMIN, PostgresDatabases, Server  # noqa: E402  (the suite's launcher)
 
 DEADLINE = 120.0  # seconds any one round may take
 PACE = 0.05  # seconds between the starts of two measured creates: 20 alerts a second

@@ -2,7 +2,8 @@
 
 Handlers raise an `RpcError` subclass; everything else that escapes (a database
 outage, a stale row, a bug) is classified here, so no other module builds a
-failure envelope. Each error may carry the legacy dialect's own code and words.
+failure envelope. The legacy dialect's own codes and words for some of them are its
+own (dispatch/dialects.py).
 """
 
 import logging
@@ -29,21 +30,11 @@ current_request_id: Callable[[], str | None] = _no_request_id
 class RpcError(Exception):
     status = 500
     message = "internal error"
-    legacy_status: int | None = None
-    legacy_message: str | None = None
 
-    def __init__(
-        self,
-        message: str | None = None,
-        data: dict[str, Any] | None = None,
-        *,
-        legacy_message: str | None = None,
-    ) -> None:
+    def __init__(self, message: str | None = None, data: dict[str, Any] | None = None) -> None:
         super().__init__(message or self.message)
         if message:
             self.message = message
-        if legacy_message:
-            self.legacy_message = legacy_message
         self.data = data or {}
 
 
@@ -55,15 +46,16 @@ class InvalidJSON(BadRequest):
     """Not JSON, or JSON that breaks a rule of jsonio.parse (the message names which);
     the legacy dialect has one sentence for all of it."""
 
-    message = legacy_message = "Invalid JSON"
+    message = "Invalid JSON"
 
 
 class InvalidParams(BadRequest):
-    def __init__(self, errors: dict[str, Any], legacy_message: str | None = None) -> None:
-        names = ", ".join(sorted(errors))
-        super().__init__(
-            f"invalid parameters: {names}", {"errors": errors}, legacy_message=legacy_message
-        )
+    """`sentence`: the first failing field's own message, for a dialect whose schemas
+    word each field's failure (the legacy one answers with that sentence alone)."""
+
+    def __init__(self, errors: dict[str, Any], sentence: str | None = None) -> None:
+        super().__init__(f"invalid parameters: {', '.join(sorted(errors))}", {"errors": errors})
+        self.sentence = sentence
 
 
 class Unauthorized(RpcError):
@@ -71,7 +63,7 @@ class Unauthorized(RpcError):
 
 
 class MissingToken(Unauthorized):
-    message, legacy_status = "Token is required", 400
+    message = "Token is required"
 
 
 class InvalidToken(Unauthorized):
@@ -92,6 +84,10 @@ class Forbidden(RpcError):
 
 class NotFound(RpcError):
     status, message = 404, "not found"
+
+
+class IncidentNotFound(NotFound):
+    """No incident with that id (or none the caller may see)."""
 
 
 class MethodNotAllowed(RpcError):
@@ -134,7 +130,7 @@ class Unavailable(RpcError):
 
 
 class InternalError(RpcError):
-    status, legacy_message = 500, "Global error try later"
+    status = 500
 
 
 _HTTP_ERRORS: dict[int, type[RpcError]] = {
@@ -189,11 +185,7 @@ def envelope(success: bool, status: int, data: Any = None, error: str = "") -> d
     return {"success": success, "error": error, "status": status, "data": data or {}}
 
 
-def to_envelope(exc: BaseException, legacy: bool = False) -> dict[str, Any]:
-    """The failure envelope for `exc`, in the native or the legacy dialect."""
+def to_envelope(exc: BaseException) -> dict[str, Any]:
+    """The failure envelope for `exc` in the native dialect (others: dispatch/dialects.py)."""
     error = classify(exc)
-    status, message = error.status, error.message
-    if legacy:
-        status = error.legacy_status or status
-        message = error.legacy_message or message
-    return envelope(False, status, error.data, message)
+    return envelope(False, error.status, error.data, error.message)

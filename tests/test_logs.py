@@ -15,7 +15,7 @@ import pytest
 import requests
 import websocket
 
-from conftest import ADMIN, Server
+from support import ADMIN, Server
 
 SECRET_KEY = f"log-test-secret-key-{secrets.token_hex(16)}"
 REQUIRED = {"time", "level", "logger", "message", "request_id", "action", "status",

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import create_engine, delete, insert
 
 import client as client_py
-from conftest import ADMIN, ROOT, Server
+from support import ADMIN, ROOT, Server
 from incident_rpc.config import with_psycopg2
 from incident_rpc.models import Incident
 

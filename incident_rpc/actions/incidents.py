@@ -19,8 +19,8 @@ from incident_rpc.access import policy
 from incident_rpc.access.auth import Caller
 from incident_rpc.actions import dedup
 from incident_rpc.actions.legacy_list import stream_incidents
-from incident_rpc.dispatch.registry import Context, Reply, action
-from incident_rpc.errors import Conflict, InvalidParams, NotFound
+from incident_rpc.dispatch.registry import Context, Form, Reply, action
+from incident_rpc.errors import Conflict, IncidentNotFound, InvalidParams, NotFound
 from incident_rpc.events import journal
 from incident_rpc.extensions import db
 from incident_rpc.models import BigId, Incident, Role, Status, User, UTCDateTime, utcnow
@@ -55,9 +55,7 @@ def find(incident_id: int, caller: Caller, lock: bool = False) -> Incident:
         Incident, incident_id, with_for_update=lock or None, populate_existing=lock
     )
     if incident is None or not policy.may_read(caller, incident.created_by):
-        raise NotFound(
-            f"no incident with id {incident_id}", legacy_message="Incident have not found"
-        )
+        raise IncidentNotFound(f"no incident with id {incident_id}")
     return incident
 
 
@@ -146,8 +144,8 @@ def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
 
 @action(
     "create", params=CreateParams(), role="reporter", output=incident_out, status=201,
-    legacy_params=legacy.CreateParams(), legacy_output=legacy.incident_out, changes=True,
-    many=create_many,
+    changes=True, many=create_many,
+    legacy=Form(params=legacy.CreateParams(), output=legacy.incident_out),
 )  # fmt: skip
 def create(ctx: Context, params: dict[str, Any]) -> Created:
     """Open a new incident with status `new`; with a `dedup_key`, maybe repeat an open one."""
@@ -169,7 +167,7 @@ def get(ctx: Context, params: dict[str, Any]) -> Incident:
 
 @action(
     "get_all", params=ListParams(), role="reporter", output=incident_page_out,
-    legacy_params=legacy.ListParams(), legacy_handler=stream_incidents, reads_only=True,
+    reads_only=True, legacy=Form(params=legacy.ListParams(), handler=stream_incidents),
 )  # fmt: skip
 def get_all(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """One page, newest first; the cursor is the (created_at, id) of the page's last row."""
@@ -230,7 +228,7 @@ def _acknowledgement_follows(incident: Incident, actor: str, now: datetime) -> d
 
 @action(
     "update", params=UpdateParams(), role="agent", output=incident_out,
-    legacy_params=legacy.UpdateParams(), legacy_output=legacy.incident_out, changes=True,
+    changes=True, legacy=Form(params=legacy.UpdateParams(), output=legacy.incident_out),
 )  # fmt: skip
 def update(ctx: Context, params: dict[str, Any]) -> Incident:
     """Change the given fields; with `version`, only if nobody changed it since."""

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from incident_rpc.access import throttle
 from incident_rpc.access.auth import issue_token, login, new_password_hash
-from incident_rpc.dispatch.registry import Context, action
+from incident_rpc.dispatch.registry import Context, Form, action
 from incident_rpc.errors import BadCredentials, Conflict, Forbidden, InvalidParams
 from incident_rpc.extensions import db
 from incident_rpc.models import Role, User
@@ -70,7 +70,7 @@ def end_sessions(user_id: int) -> None:
 
 @action(
     "authorization", params=AuthorizationParams(), role=None, output=token_out,
-    legacy_params=legacy.AuthorizationParams(), slow=True,
+    slow=True, legacy=Form(params=legacy.AuthorizationParams()),
 )  # fmt: skip
 def authorization(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Exchange a username and password for a bearer token."""

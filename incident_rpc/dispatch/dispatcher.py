@@ -14,20 +14,18 @@ from typing import Any
 from marshmallow import ValidationError
 
 from incident_rpc.access.auth import Caller, authenticate
-from incident_rpc.dispatch import replay
+from incident_rpc.dispatch import replay, transaction
 from incident_rpc.dispatch.batch import Batch
+from incident_rpc.dispatch.dialects import NATIVE, Dialect
 from incident_rpc.dispatch.registry import Action, Context, Reply, Stream, lookup
 from incident_rpc.errors import (
     BadRequest,
     Forbidden,
-    InvalidJSON,
     InvalidParams,
     NotFound,
     database_gone,
     envelope,
-    to_envelope,
 )
-from incident_rpc.extensions import db
 from incident_rpc.runtime import database
 from incident_rpc.telemetry import request_ids
 
@@ -56,19 +54,17 @@ class Call:
     """A command past lookup, authentication and validation: ready for its handler."""
 
     spec: Action
+    dialect: Dialect
     ctx: Context
     params: dict[str, Any]  # as sent, less action, token and request_id
     values: dict[str, Any]  # as validated
     request_id: str | None
 
 
-def _prepare(
-    command: Any, legacy_action: str | None, header_token: str | None, batch: Batch | None
-) -> Call:
-    legacy = legacy_action is not None
+def _prepare(command: Any, dialect: Dialect, header_token: str | None, batch: Batch | None) -> Call:
     if not isinstance(command, dict):
-        raise InvalidJSON() if legacy else BadRequest("the command must be a JSON object")
-    name = legacy_action or command.get("action")
+        raise dialect.not_an_object()
+    name = command.get("action")
     if not isinstance(name, str) or not name:
         raise BadRequest("action is required")
     spec = lookup(name)
@@ -84,14 +80,12 @@ def _prepare(
             raise Forbidden()
     params = {key: value for key, value in command.items() if key not in ("action", "token")}
     request_id = replay.take_request_id(params) if spec.changes else None
-    use_legacy_params = legacy and spec.legacy_params is not None
-    schema = spec.legacy_params if use_legacy_params else spec.params
     try:
-        values = schema.load(params)
+        values = dialect.params(spec).load(params)
     except ValidationError as error:
-        sentence = _first_message(error.messages) if use_legacy_params else None
-        raise InvalidParams(error.messages, legacy_message=sentence) from error
-    return Call(spec, Context(caller, legacy), params, values, request_id)
+        sentence = _first_message(error.messages) if dialect.worded_params(spec) else None
+        raise InvalidParams(error.messages, sentence) from error
+    return Call(spec, dialect, Context(caller), params, values, request_id)
 
 
 def _answer(call: Call, result: Any) -> Any:
@@ -102,25 +96,21 @@ def _answer(call: Call, result: Any) -> Any:
     status = call.spec.status
     if isinstance(result, Reply):
         result, status = result.data, result.status
-    legacy = call.ctx.legacy
-    output = (legacy and call.spec.legacy_output) or call.spec.output
+    output = call.dialect.output(call.spec)
     return envelope(True, status, output.dump(result) if output else result)
 
 
-def _run(
-    command: Any, legacy_action: str | None, header_token: str | None, batch: Batch | None
-) -> Any:
-    call = _prepare(command, legacy_action, header_token, batch)
+def _run(command: Any, dialect: Dialect, header_token: str | None, batch: Batch | None) -> Any:
+    call = _prepare(command, dialect, header_token, batch)
     claim = None
     if call.request_id is not None:
         claim = replay.claim(call.ctx.caller, call.request_id, call.spec.name, call.params)
         if claim.earlier:
-            db.session.rollback()
+            transaction.rollback()
             if batch is not None:
                 batch.spend([claim.earlier])
             return claim.earlier
-    handler = (call.ctx.legacy and call.spec.legacy_handler) or call.spec.handler
-    answer = _answer(call, handler(call.ctx, call.values))
+    answer = _answer(call, call.dialect.handler(call.spec)(call.ctx, call.values))
     if isinstance(answer, Stream):
         return answer
     if batch is not None:
@@ -128,13 +118,13 @@ def _run(
     if claim:
         claim.remember(answer)
     if not call.spec.reads_only:  # (a read's session is closed at teardown)
-        db.session.commit()  # in a batch: the command's savepoint (http/rpc.py)
+        transaction.commit()  # in a batch: the command's savepoint
     if call.spec.revokes and batch is not None:  # the next command sees what it changed
         batch.callers.clear()
     return answer
 
 
-def _guarded(step: Callable[[], Any], legacy: bool = False, batch: Batch | None = None) -> Any:
+def _guarded(step: Callable[[], Any], dialect: Dialect, batch: Batch | None = None) -> Any:
     """The one place where an exception becomes an envelope: `step()`, or its failure."""
     if batch is not None and batch.refusal is not None:
         return batch.refusal
@@ -142,10 +132,10 @@ def _guarded(step: Callable[[], Any], legacy: bool = False, batch: Batch | None 
         return step()
     except Exception as exc:
         try:
-            db.session.rollback()
+            transaction.rollback()
         except Exception:  # a batch's connection is gone: its commit fails, and it runs again
             log.warning("rollback failed: %s", type(exc).__name__)
-        answer = to_envelope(exc, legacy=legacy)
+        answer = dialect.failure(exc)
         if batch is not None and database_gone(exc):
             batch.refusal = answer
         return answer
@@ -153,18 +143,17 @@ def _guarded(step: Callable[[], Any], legacy: bool = False, batch: Batch | None 
 
 def execute(
     command: Any,
-    legacy_action: str | None = None,
     header_token: str | None = None,
     batch: Batch | None = None,
+    dialect: Dialect = NATIVE,
 ):
     """Run one command; answer its envelope (or a Stream). Never raises."""
-    legacy = legacy_action is not None
-    return _guarded(lambda: _run(command, legacy_action, header_token, batch), legacy, batch)
+    return _guarded(lambda: _run(command, dialect, header_token, batch), dialect, batch)
 
 
 def runs_together(command: Any) -> str | None:
-    """The action of a command that a batch may run with its like neighbours, if any:
-    one whose action has a `many` handler, sent without a request_id."""
+    """The action of a command that may run with its like neighbours, if any: one
+    whose action has a `many` handler, sent without a request_id."""
     if not isinstance(command, dict) or "request_id" in command:
         return None
     name = command.get("action")
@@ -181,7 +170,9 @@ def runs_alone(command: Any) -> bool:
     return spec is not None and spec.slow
 
 
-def execute_many(commands: list[Any], header_token: str | None, batch: Batch) -> list[Any]:
+def execute_many(
+    commands: list[Any], header_token: str | None, batch: Batch, dialect: Dialect = NATIVE
+) -> list[Any]:
     """Run consecutive commands of one action (see `runs_together`) in one handler call.
 
     Each is authenticated and validated on its own, and answered on its own when
@@ -189,14 +180,15 @@ def execute_many(commands: list[Any], header_token: str | None, batch: Batch) ->
     fails, each of them runs again on its own, so every answer is its own.
     """
     answers = [
-        _guarded(lambda c=c: _prepare(c, None, header_token, batch), batch=batch) for c in commands
+        _guarded(lambda c=c: _prepare(c, dialect, header_token, batch), dialect, batch)
+        for c in commands
     ]
     ready = [(n, call) for n, call in enumerate(answers) if isinstance(call, Call)]
     if not ready:
         return answers
-    done = _guarded(lambda: _run_many([call for _, call in ready], batch), batch=batch)
+    done = _guarded(lambda: _run_many([call for _, call in ready], batch), dialect, batch)
     if not isinstance(done, list):
-        done = [execute(commands[n], None, header_token, batch) for n, _ in ready]
+        done = [execute(commands[n], header_token, batch, dialect) for n, _ in ready]
     for (n, _), answer in zip(ready, done, strict=True):
         answers[n] = answer
     return answers
@@ -208,5 +200,5 @@ def _run_many(calls: list[Call], batch: Batch) -> list[Any]:
     results = many([(call.ctx, call.values) for call in calls])
     answers = [_answer(call, result) for call, result in zip(calls, results, strict=True)]
     batch.spend(answers)
-    db.session.commit()
+    transaction.commit()
     return answers

@@ -16,7 +16,9 @@ the queue can grow to every connection the worker holds: at 64 connections a
 grouped create costs about as much CPU as the bare INSERT of bench/baseline_app.py.
 
 Only commands that `dispatcher.runs_together` picks (an action with a `many` handler,
-sent without a request_id) are grouped. GROUP_COMMIT=0 turns it off.
+sent without a request_id) are grouped, in whichever dialect they came: a legacy
+create and a JSON-RPC one are grouped like a native one (each dialect in groups of its
+own, answered in its own words). GROUP_COMMIT=0 turns it off.
 """
 
 import threading
@@ -27,11 +29,12 @@ from flask import current_app
 
 from incident_rpc.dispatch import dispatcher
 from incident_rpc.dispatch.batch import Batch
+from incident_rpc.dispatch.dialects import NATIVE, Dialect
 from incident_rpc.errors import to_envelope
 from incident_rpc.runtime import admission
 from incident_rpc.telemetry import metrics
 
-_GROUPS = "incident_rpc.groups"  # app.extensions: action name -> Group, in this process
+_GROUPS = "incident_rpc.groups"  # app.extensions: (action, dialect) -> Group, in this process
 
 
 @dataclass(eq=False)
@@ -43,10 +46,12 @@ class _Waiting:
 
 
 class Group:
-    """The queue of one action's commands; one group of it runs at a time, per process."""
+    """The queue of one action's commands in one dialect; one group of it runs at a
+    time, per process."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, dialect: Dialect) -> None:
         self.limit = limit
+        self.dialect = dialect
         self._lock = threading.Lock()  # held only to look at the queue, never while running
         self._queue: list[_Waiting] = []
         self._running = False
@@ -72,7 +77,7 @@ class Group:
             group = [mine, *self._queue[: self.limit - 1]]
             del self._queue[: self.limit - 1]
         try:
-            answers = _execute([waiting.command for waiting in group])
+            answers = _run_group([waiting.command for waiting in group], self.dialect)
             for waiting, answer in zip(group, answers, strict=True):
                 waiting.answer = answer
         finally:
@@ -94,21 +99,24 @@ class Group:
         first.done.set()
 
 
-def _execute(commands: list[dict[str, Any]]) -> list[Any]:
+def _run_group(commands: list[dict[str, Any]], dialect: Dialect) -> list[Any]:
     metrics.group_commit(len(commands))
     if len(commands) == 1:
-        return [dispatcher.execute(commands[0])]
-    return dispatcher.execute_many(commands, None, Batch())
+        return [dispatcher.execute(commands[0], dialect=dialect)]
+    return dispatcher.execute_many(commands, None, Batch(), dialect)
 
 
-def execute(command: Any, header_token: str | None) -> Any:
-    """The envelope of one command posted to /rpc, grouped with its like neighbours."""
-    action = dispatcher.runs_together(command) if current_app.config["GROUP_COMMIT"] else None
+def submit(command: Any, header_token: str | None, dialect: Dialect = NATIVE) -> Any:
+    """The envelope of a request's one command (in any dialect: native, legacy or a
+    JSON-RPC request), grouped with its like neighbours."""
+    grouped = current_app.config["GROUP_COMMIT"]
+    action = dispatcher.runs_together(command) if grouped else None
     if action is None:
-        return dispatcher.execute(command, None, header_token)
+        return dispatcher.execute(command, header_token, dialect=dialect)
     if "token" not in command and header_token is not None:
         command = {**command, "token": header_token}
     groups = current_app.extensions.setdefault(_GROUPS, {})
-    if action not in groups:  # made in the worker on first use, after gunicorn forked
-        groups.setdefault(action, Group(current_app.config["MAX_BATCH"]))
-    return groups[action].run(command)
+    key = (action, dialect.name)
+    if key not in groups:  # made in the worker on first use, after gunicorn forked
+        groups.setdefault(key, Group(current_app.config["MAX_BATCH"], dialect))
+    return groups[key].run(command)

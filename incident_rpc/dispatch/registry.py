@@ -4,7 +4,7 @@ A declaration names the action, its parameter schema, the role it needs, its out
 schema, whether it changes anything (then it takes a `request_id`, see dispatch/replay.py),
 whether it may revoke credentials or change what a user may do (then a batch checks
 its tokens again after it), whether a `monitor` API key may call it below its role
-and, optionally, the legacy dialect's versions of each, and a `many` handler for
+and, optionally, the legacy dialect's Form of it, and a `many` handler for
 consecutive commands of a batch.
 """
 
@@ -20,10 +20,10 @@ from incident_rpc.access.auth import Caller
 
 @dataclass(frozen=True)
 class Context:
-    """What a handler may know about the call besides its parameters."""
+    """What a handler may know about the call besides its parameters: its own, never
+    another request's (a grouped command runs in its leader's request)."""
 
     caller: Caller | None
-    legacy: bool = False
 
     @property
     def actor(self) -> str:
@@ -54,6 +54,16 @@ ManyHandler = Callable[[list[tuple[Context, dict[str, Any]]]], list[Any]]
 
 
 @dataclass(frozen=True)
+class Form:
+    """The legacy dialect's version of an action, where it differs: its parameter
+    schema (with the older service's sentences), its answer, its handler."""
+
+    params: Schema | None = None
+    output: Schema | None = None
+    handler: Handler | None = None
+
+
+@dataclass(frozen=True)
 class Action:
     name: str
     handler: Handler
@@ -61,9 +71,7 @@ class Action:
     role: str | None  # None: no token needed
     output: Schema | None
     status: int
-    legacy_params: Schema | None
-    legacy_output: Schema | None
-    legacy_handler: Handler | None
+    legacy: Form | None
     changes: bool = False  # True: the action changes data, and so takes a request_id
     enabled_by: str | None = None  # a setting that switches the action on; off: unknown
     many: ManyHandler | None = None  # consecutive commands of a batch in one call
@@ -89,9 +97,7 @@ def action(
     role: str | None,
     output: Schema | None = None,
     status: int = 200,
-    legacy_params: Schema | None = None,
-    legacy_output: Schema | None = None,
-    legacy_handler: Handler | None = None,
+    legacy: Form | None = None,
     changes: bool = False,
     enabled_by: str | None = None,
     many: ManyHandler | None = None,
@@ -107,7 +113,7 @@ def action(
             raise ValueError(f"action {name!r} is declared twice")
         ACTIONS[name] = Action(
             name, handler, params, role, output, status,
-            legacy_params, legacy_output, legacy_handler, changes, enabled_by, many, reads_only,
+            legacy, changes, enabled_by, many, reads_only,
             revokes, monitor, slow,
         )  # fmt: skip
         return handler

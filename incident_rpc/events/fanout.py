@@ -29,9 +29,8 @@ import threading
 import time
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
-from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.orm import Session
+from flask import Flask, current_app
+from sqlalchemy import Connection, Engine, create_engine
 
 from incident_rpc.events import journal
 from incident_rpc.events.subscriber import Batch, Subscriber, framed
@@ -297,21 +296,6 @@ def pass_on(chunks: list[journal.Chunk], app: Flask | None = None) -> None:
     published = running is not None and all(map(running.publish_after, chunks))
     if running is not None and not published and not running.postgres:
         running.ring()  # something came between: the listener reads the log
-
-
-def _pass_on_after_commit(session: Session) -> None:
-    """After a commit that wrote events. Not for a session joined to a batch's
-    transaction: its "commit" is only a savepoint's; the batch passes its events on
-    after its own commit (http/rpc.py)."""
-    if journal.in_outer_transaction(session):
-        return
-    chunks = session.info.pop(journal.RECORDED, None)
-    if chunks and has_app_context():
-        pass_on(chunks)
-
-
-# On the Session class, like events/journal.py's hooks: also the sessions a batch joins.
-event.listen(Session, "after_commit", _pass_on_after_commit)
 
 
 def init_app(app: Flask) -> None:

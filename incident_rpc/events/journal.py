@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, event, func, insert, literal_column, select
+from sqlalchemy import Connection, func, insert, literal_column, select
 from sqlalchemy.orm import Session
 
 from incident_rpc.errors import PayloadTooLarge
@@ -129,8 +129,9 @@ class Chunk:
 
 
 def write_pending(session: Session) -> None:
-    """Write the transaction's recorded events (at before_commit), in order; leaves
-    their Chunk in `session.info[RECORDED]` for after the commit (events/fanout.py)."""
+    """Write the command's recorded events, in order, just before its commit
+    (dispatch/transaction.py); their Chunk waits in `session.info[RECORDED]` for
+    `take_recorded` after the commit."""
     pending = session.info.pop(PENDING, None)
     if not pending:
         return
@@ -161,10 +162,16 @@ def write_pending(session: Session) -> None:
     session.info.setdefault(RECORDED, []).append(Chunk(previous, final, items))
 
 
-def _forget_pending(session: Session) -> None:
+def forget_pending(session: Session) -> None:
+    """After a rollback: what was recorded is undone."""
     session.info.pop(PENDING, None)
     if not in_outer_transaction(session):  # a batch keeps what its savepoints wrote
         session.info.pop(RECORDED, None)
+
+
+def take_recorded(session: Session) -> list[Chunk]:
+    """The Chunks written since the last call: committed now, to be passed on."""
+    return session.info.pop(RECORDED, None) or []
 
 
 def in_outer_transaction(session: Session) -> bool:
@@ -172,11 +179,6 @@ def in_outer_transaction(session: Session) -> bool:
     rollbacks are only a savepoint's."""
     bind = session.get_bind()
     return isinstance(bind, Connection) and bind.in_transaction()
-
-
-# On the Session class: also the sessions that a batch joins to its transaction.
-event.listen(Session, "before_commit", write_pending)
-event.listen(Session, "after_rollback", _forget_pending)
 
 
 def message(row: Any) -> str:

@@ -1,6 +1,6 @@
 """Prometheus Alertmanager's webhook (payload version 4) as a source of incidents.
 
-Each alert in a notification becomes one ordinary command through `rpc.execute`:
+Each alert in a notification becomes one ordinary command through `dispatcher.execute`:
 a firing alert is a `create` with dedup_key "alertmanager:<fingerprint>" (so a
 repeat counts an occurrence of the open incident), a resolved alert a
 `resolve_many` of the open incident with that key. The caller needs the agent
@@ -137,5 +137,5 @@ def _store(raw: Any, notification: dict[str, Any], token: str | None, batch: Bat
         log.warning("alertmanager alert %.80r refused: %s", fingerprint, sorted(error.messages))
         refusal = to_envelope(InvalidParams(error.messages))  # type: ignore[arg-type]
         return {"fingerprint": fingerprint, "result": refusal}
-    outcome = execute(_command(alert, notification), None, token, batch)
+    outcome = execute(_command(alert, notification), token, batch)
     return {"fingerprint": alert["fingerprint"], "result": outcome}

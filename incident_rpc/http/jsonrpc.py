@@ -1,7 +1,7 @@
 """JSON-RPC 2.0 (https://www.jsonrpc.org/specification) spoken on top of our commands.
 
 A request becomes a command (`method` is the action, `params` its parameters,
-the token in them or in the Authorization header), runs through `rpc.execute`
+the token in them or in the Authorization header), runs through `dispatcher.execute`
 like any other, and its envelope becomes the response: `result` is the
 envelope's `data`; a failure becomes an error object with the envelope in
 `data`. Errors found before a command exists (not a request, unknown method)
@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from incident_rpc.dispatch import openrpc
-from incident_rpc.dispatch.batch import Batch
-from incident_rpc.dispatch.dispatcher import execute
+from incident_rpc.dispatch import group_commit, openrpc
 from incident_rpc.dispatch.registry import ACTIONS, lookup
 from incident_rpc.errors import InvalidJSON, RpcError, envelope, to_envelope
 
@@ -135,12 +133,13 @@ def respond(request: Request, outcome: dict[str, Any] | None) -> dict[str, Any] 
     return response
 
 
-def answer(item: Any, header_token: str | None, batch: Batch | None = None):
-    """Run one request; its response object, or None for a notification."""
+def answer(item: Any, header_token: str | None):
+    """Run one request (grouped like any other: dispatch/group_commit.py); its response
+    object, or None for a notification."""
     request = read(item)
     outcome = None
     if request.command is not None:
-        outcome = execute(request.command, None, header_token, batch)
+        outcome = group_commit.submit(request.command, header_token)
     return respond(request, outcome)
 
 

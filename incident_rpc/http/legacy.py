@@ -2,8 +2,9 @@
 
 from flask import Blueprint, Response
 
-from incident_rpc.dispatch.dispatcher import execute
-from incident_rpc.errors import InvalidJSON, to_envelope
+from incident_rpc.dispatch import group_commit
+from incident_rpc.dispatch.dialects import LEGACY
+from incident_rpc.errors import InvalidJSON
 from incident_rpc.http.responses import POST_ONLY, bearer_token, read_json, respond
 
 bp = Blueprint("legacy", __name__)
@@ -15,5 +16,7 @@ def legacy_endpoint(name: str) -> Response:
     try:
         body = read_json()
     except InvalidJSON as error:  # in this dialect's words (contract 5.1: "Invalid JSON")
-        return respond(to_envelope(error, legacy=True))
-    return respond(execute(body, name, bearer_token()))
+        return respond(LEGACY.failure(error))
+    # The URL names the action, whatever the body says (it ignores keys it does not know).
+    command = {**body, "action": name} if isinstance(body, dict) else body
+    return respond(group_commit.submit(command, bearer_token(), LEGACY))

@@ -33,26 +33,21 @@ refusals that come before any element is read (body or batch too large) are 413.
 """
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 from sqlalchemy import Connection
-from sqlalchemy.orm import Session
 
-from incident_rpc.dispatch import dispatcher, group_commit
+from incident_rpc.dispatch import dispatcher, group_commit, transaction
 from incident_rpc.dispatch.batch import Batch
 from incident_rpc.dispatch.dispatcher import execute
 from incident_rpc.errors import BadRequest, InvalidJSON, PayloadTooLarge, envelope
-from incident_rpc.events import fanout, journal
-from incident_rpc.extensions import db
 from incident_rpc.http import jsonrpc
 from incident_rpc.http.responses import POST_ONLY, bearer_token, respond
 from incident_rpc.runtime import jsonio
 from incident_rpc.telemetry import request_ids
 
 bp = Blueprint("endpoint", __name__)
-_OPTIONS = {"expire_on_commit": False}  # as db.session's own (extensions.py)
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -77,7 +72,7 @@ def rpc_endpoint() -> Response:
         response = jsonrpc.answer(body, bearer_token())
         return Response(status=204) if response is None else _json(response)
     request_ids.note(dialect="native", action=_named(body, "action"))
-    return respond(group_commit.execute(body, bearer_token()))
+    return respond(group_commit.submit(body, bearer_token()))
 
 
 def _named(body: Any, key: str) -> str | None:
@@ -144,7 +139,7 @@ def _run_stretch(
     if shared:
         answered = batch.answered
         try:
-            with _one_transaction() as connection:
+            with transaction.shared() as connection:
                 return _run_all(commands, runs, token, batch, connection)
         except Exception:  # the stretch's commit failed, so nothing of it was kept
             # From the stretch's start, tokens too: what the first run checked may hold
@@ -152,32 +147,6 @@ def _run_stretch(
             batch.callers.clear()
             batch.answered, batch.refusal = answered, None
     return _run_all(commands, runs, token, batch)
-
-
-@contextmanager
-def _one_transaction() -> Iterator[Connection]:
-    """Give `db.session` to one transaction that only this function commits.
-
-    The session joins it in "create_savepoint" mode (SQLAlchemy's recipe for
-    joining an external transaction), so `db.session.commit()` and `rollback()`
-    act on a savepoint, whoever calls them. A plain Session: Flask-SQLAlchemy's
-    own would pick the engine over the connection it is given.
-    """
-    connection = db.engine.connect()
-    try:
-        outer = connection.begin()
-        db.session.remove()
-        joined = Session(connection, join_transaction_mode="create_savepoint", **_OPTIONS)
-        db.session.registry.set(joined)
-        yield connection
-        db.session.remove()
-        outer.commit()
-        chunks = joined.info.pop(journal.RECORDED, None)
-        if chunks:  # its savepoints' commits did not pass them on (events/fanout.py)
-            fanout.pass_on(chunks)
-    finally:
-        db.session.remove()
-        connection.close()  # rolls back whatever was not committed
 
 
 def _run_all(
@@ -208,5 +177,5 @@ def _run_all(
         elif not runs[start]:
             outcomes.append(None)  # answered by the request's own error
         else:
-            outcomes.append(execute(commands[start], None, token, batch))
+            outcomes.append(execute(commands[start], token, batch))
     return outcomes

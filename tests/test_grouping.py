@@ -18,8 +18,8 @@ import psycopg2
 import pytest
 import requests
 import sqlalchemy
+from support import Server
 
-from conftest import Server
 from incident_rpc.events.journal import ID_SHIFT
 
 PASSWORD = "a-password-for-grouping-tests"

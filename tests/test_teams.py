@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-
-from conftest import Server
+from support import Server
 
 PASSWORD = "correct horse battery"
 

@@ -5,8 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import create_engine, text
-
-from conftest import Server
+from support import Server
 
 ROWS = 4500  # more than two of the stream's 2000-row chunks
 

@@ -1,7 +1,7 @@
 """The README's tour runs: its shell blocks, pasted in order into bash, against a real server.
 
 Every ```sh block of the section "A tour of the API" is taken in order and run by
-`bash` with `set -euo pipefail`, against a fresh gunicorn (conftest.Server) on
+`bash` with `set -euo pipefail`, against a fresh gunicorn (support.Server) on
 loopback. The blocks check their own answers with `jq -e`, so a command that fails
 or an answer that lacks what the tour says it has fails this test. The tour reads
 the server's address, the admin's password and the Python to use from URL,
@@ -15,8 +15,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-
-from conftest import ADMIN, ROOT, Server, system_tool
+from support import ADMIN, ROOT, Server, system_tool
 
 TOUR_HEADING = "## A tour of the API"
 BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)

@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy
-
-from conftest import ROOT, Server, free_port, system_tool
+from support import ROOT, Server, free_port, system_tool
 
 PASSWORD = "a-password-for-intake-tests"
-RECORDED = ROOT / "testdata" / "alertmanager"
+RECORDED = ROOT / "tests" / "testdata" / "alertmanager"
 JSONRPC_TYPE = "application/json-rpc"
 
 

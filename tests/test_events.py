@@ -24,8 +24,7 @@ import requests
 import websocket
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import create_engine, text
-
-from conftest import Server
+from support import Server
 
 TIMEOUT = 15  # seconds any single socket read may take before the test fails
 EVENT_KEYS = {"type", "id", "at", "actor", "data"}
@@ -417,7 +416,7 @@ class Watcher:
         env = {**os.environ, "INCIDENT_RPC_URL": server.url, "INCIDENT_RPC_TOKEN": token}
         command = [sys.executable, "client.py", "--json", "watch", *args]
         self.process = subprocess.Popen(
-            command, cwd=Path(__file__).parent, env=env, text=True,
+            command, cwd=Path(__file__).parent.parent, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
         self.lines: queue.Queue[str] = queue.Queue()

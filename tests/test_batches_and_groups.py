@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy
-
-from conftest import Server
-from incident_rpc.events.journal import ID_SHIFT
+from support import Server
 from test_grouping import TableLock  # holds a create's INSERT behind a table lock
+
+from incident_rpc.events.journal import ID_SHIFT
 
 PASSWORD = "a-password-for-batch-tests"
 

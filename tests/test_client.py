@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from conftest import ADMIN, ROOT, Server, free_port, sqlite_url
+from support import ADMIN, ROOT, Server, free_port, sqlite_url
 
 CLIENT = ROOT / "client.py"
 TIMEOUT = 20  # seconds any one step may take before the test fails

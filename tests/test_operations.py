@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-
-from conftest import ADMIN, ROOT, Server, free_port
+from support import ADMIN, ROOT, Server, free_port
 
 
 def test_instances_starting_together_on_an_empty_database(new_database_url, tmp_path) -> None:

@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 import websocket
 from sqlalchemy import create_engine, text
-
-from conftest import Server
+from support import Server
 
 ROUNDS = 50
 TIMEOUT = 10  # seconds a single read may take: a bound on a failure, far above a delivery

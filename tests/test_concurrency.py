@@ -24,9 +24,8 @@ import pytest
 import requests
 import sqlalchemy
 import websocket
+from support import ADMIN, ROOT, Server
 from werkzeug.security import generate_password_hash
-
-from conftest import ADMIN, ROOT, Server
 
 PASSWORD = "a-password-for-concurrency-tests"
 PROMPT = 6.0  # seconds: what "promptly" means on a loaded 2-core machine (the stall was 15)

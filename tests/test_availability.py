@@ -22,8 +22,7 @@ import psycopg2
 import pytest
 import requests
 import websocket
-
-from conftest import Server
+from support import Server
 
 BODY_TIMEOUT = 3  # the servers' BODY_TIMEOUT here, in seconds
 MIB = 1024 * 1024

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-
-from conftest import ROOT, Server, free_port, system_tool
+from support import ROOT, Server, free_port, system_tool
 from test_operations import Cluster  # a PostgreSQL cluster of our own, here with passwords
 
 # A password no URL survives unescaped, and compose passes on as it is.

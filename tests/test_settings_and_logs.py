@@ -21,8 +21,7 @@ import psycopg2
 import pytest
 import requests
 from sqlalchemy.engine import make_url
-
-from conftest import ADMIN, ROOT, Server, free_port
+from support import ADMIN, ROOT, Server, free_port
 
 # What a server of ours inherits: nothing of the test run's own settings.
 BASE_ENV = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}

@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 import requests
 import websocket
-
-from conftest import Server
+from support import Server
 
 PASSWORD = "correct horse battery"
 NATIVE, LEGACY, JSONRPC = "native", "legacy", "jsonrpc"

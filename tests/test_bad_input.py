@@ -17,8 +17,8 @@ import requests
 import sqlalchemy
 import websocket
 from itsdangerous import URLSafeTimedSerializer
+from support import Server
 
-from conftest import Server
 from incident_rpc.errors import InvalidJSON
 from incident_rpc.runtime import jsonio
 

@@ -4,8 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from conftest import ROOT
+from support import ROOT
 
 # Linked before they land: written on another branch. Drop an entry once its file is here.
 ARRIVING: dict[str, str] = {}  # links to files that a change in flight adds

@@ -1,0 +1,106 @@
+"""A real gunicorn on a free loopback port: the one server helper of tests and bench/.
+
+Standard library only, so that bench/ runs on requirements.txt alone. It runs the
+production `gunicorn.conf.py` (settings through the environment) with
+`--no-control-socket`, so that many servers run side by side, and `start` returns
+once the ready path answers 200 and every worker has booted.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Self
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Gunicorn:
+    """`gunicorn APP` on 127.0.0.1:<free port>, run from `root` (another tree's code,
+    for an A/B benchmark, or ours). `workers` defaults to WEB_CONCURRENCY, as there."""
+
+    def __init__(
+        self,
+        app: str = "wsgi:app",
+        env: dict[str, str] | None = None,
+        *,
+        root: Path = ROOT,
+        workers: int | None = None,
+        ready_path: str = "/readyz",
+        options: tuple[str, ...] = (),
+    ) -> None:
+        self.app = app
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **(env or {})}
+        self.worker_count = workers or int(self.env.get("WEB_CONCURRENCY", os.cpu_count() or 2))
+        self.ready_path = ready_path
+        self.options = options
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "gunicorn", self.app, "-c", str(self.root / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.worker_count),
+            "--no-control-socket", *self.options,
+        ]  # fmt: skip
+
+    def start(self, output: Path | None = None, timeout: float = 60) -> Self:
+        """With `output` (a folder), the server's stderr and stdout go to files there."""
+        streams: dict[str, Any] = {}
+        if output is not None:
+            output.mkdir(parents=True, exist_ok=True)
+            streams = {
+                "stderr": open(output / "stderr", "wb"),
+                "stdout": open(output / "stdout", "wb"),
+            }
+        self.process = subprocess.Popen(self.command(), cwd=self.root, env=self.env, **streams)
+        for stream in streams.values():  # the child has its own copies
+            stream.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn {self.app} exited with {self.process.returncode}")
+            if self._ready():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn {self.app} was not ready within {timeout} s")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as response:
+                return response.status == 200 and len(self.workers()) >= self.worker_count
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False  # not listening yet, or busy starting
+
+    def workers(self) -> list[int]:
+        """The worker processes' ids (the master's children)."""
+        assert self.process is not None
+        pid = self.process.pid
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except FileNotFoundError:
+            return []
+        return [int(child) for child in children]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
