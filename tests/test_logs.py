@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 import requests
 import websocket
-
 from support import ADMIN, Server
 
 SECRET_KEY = f"log-test-secret-key-{secrets.token_hex(16)}"

@@ -21,8 +21,8 @@ import requests
 import websocket
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
-
 from support import ROOT, Server, free_port, system_tool
+
 from incident_rpc.telemetry import metrics
 
 METRICS_TOKEN = "metrics-token-for-tests"

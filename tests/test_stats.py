@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, delete, insert
+from support import ADMIN, ROOT, Server
 
 import client as client_py
-from support import ADMIN, ROOT, Server
 from incident_rpc.config import with_psycopg2
 from incident_rpc.models import Incident
 
