@@ -136,5 +136,6 @@ def prepare_database(app: Flask) -> None:
         return
     with database.startup_lock(db.engine):
         upgrade(directory=database.MIGRATIONS)
+        log.info("database schema up to date (migrations run at start-up)")
         ensure_first_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
     db.session.remove()

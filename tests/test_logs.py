@@ -98,6 +98,7 @@ def test_start_up_messages_are_json_too(logged) -> None:
     assert (first_admin["level"], first_admin["logger"]) == ("INFO", "incident_rpc")
     assert first_admin["request_id"] is None  # not about any request
     assert any(message.startswith("Booting worker") for message in by_message)
+    assert "database schema up to date (migrations run at start-up)" in by_message
 
 
 def test_no_secret_reaches_any_log(logged) -> None:

@@ -59,6 +59,7 @@ class Bus:
         self.capacity = config["EVENTS_QUEUE_SIZE"]
         self.last_id = 0
         self._retry = HELD_BACK_RETRY
+        self._lost = False  # the last connection failed: say so when the next one holds
         self.subscribers: set[Subscriber] = set()
         self._lock = threading.RLock()
         self._doorbell = threading.Event()
@@ -100,6 +101,7 @@ class Bus:
             except Exception as error:  # the database went away: reconnect, then catch up
                 if time.monotonic() - started > 60:
                     delay = 0.5  # it had been fine for a while: a new outage
+                self._lost = True
                 log.warning("event listener: %s; reconnecting in %.1f s", error, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -114,6 +116,9 @@ class Bus:
             if not self._ready.is_set():
                 self.last_id = journal.last_event_id(connection)
                 self._ready.set()
+            elif self._lost:
+                log.info("event listener: the database is back; catching up")
+            self._lost = False
             wait = self._catch_up(connection)
             while True:
                 if self.postgres:
