@@ -12,8 +12,8 @@ and if that commit fails each runs again alone. So no request waits for a timer,
 and every answer still follows the durable commit of what it describes.
 
 A queued command gives up its admission slot (runtime/admission.py) while it waits, so
-the queue can grow to every connection the worker holds: at 64 connections a
-grouped create costs about as much CPU as the bare INSERT of bench/baseline_app.py.
+the queue can grow to every connection the worker holds: the bigger the group, the
+cheaper each create (figures: docs/benchmarks.md).
 
 Only commands that `dispatcher.runs_together` picks (an action with a `many` handler,
 sent without a request_id) are grouped, in whichever dialect they came: a legacy

@@ -1,7 +1,7 @@
 """The append-only event log: every committed change to an incident, in id order.
 
-`record` notes an event in the session; `write_pending` writes the rows at the
-session's `before_commit`, in the same transaction as the change, so an event
+`record` notes an event in the session; `write_pending` writes the rows just before
+the commit (dispatch/transaction.py), in the same transaction as the change, so an event
 exists exactly when its change committed. Subscribers read the log with
 `id > last_id ORDER BY id` and never look back, so no event may ever become
 visible below an id that a reader has already passed:
@@ -175,7 +175,7 @@ def take_recorded(session: Session) -> list[Chunk]:
 
 
 def in_outer_transaction(session: Session) -> bool:
-    """A session joined to a batch's transaction (http/rpc.py): its commits and
+    """A session joined to a batch's transaction (dispatch/transaction.shared): its commits and
     rollbacks are only a savepoint's."""
     bind = session.get_bind()
     return isinstance(bind, Connection) and bind.in_transaction()

@@ -14,7 +14,7 @@ a stopping worker closes with 1001 the same way.
 
 The channel only sends: what a client sends after its first message is read and
 thrown away (simple-websocket's reader would keep every message for a `receive`
-that never comes: 300 MiB in 4.5 s). A client that keeps sending is closed with
+that never comes, without bound). A client that keeps sending is closed with
 1008; the reader then goes on reading (and dropping) for a moment, so that the
 client still reads the close frame instead of a connection reset.
 """
