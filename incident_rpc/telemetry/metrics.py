@@ -59,7 +59,7 @@ _state = {"enabled": False, "actions": frozenset()}
 def init_app(app: Flask, actions: Iterable[str] = ()) -> None:
     """Switch the calls below on (METRICS_ENABLED); `actions` bounds the action label."""
     _state["enabled"] = app.config["METRICS_ENABLED"]
-    _state["actions"] = frozenset(actions) | {"batch", "none"}
+    _state["actions"] = frozenset(actions) | {"batch", "events", "none"}
 
 
 def enabled() -> bool:

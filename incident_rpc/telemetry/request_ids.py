@@ -81,4 +81,6 @@ def route_of(record: RequestRecord) -> tuple[str, str]:
     action = record.action
     if action is None and dialect == "legacy":
         action = (request.view_args or {}).get("name")
+    if action is None and dialect == "websocket":
+        action = "events"  # a socket's whole life: kept apart from the probes' "none"
     return dialect, action or "none"
