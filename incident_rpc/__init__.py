@@ -31,6 +31,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         health,
         legacy,
         metrics,
+        pagerduty,
         request_body,
         responses,
         rpc,
@@ -63,6 +64,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(legacy.bp)
     app.register_blueprint(rpc.bp)
     app.register_blueprint(alertmanager.bp)
+    app.register_blueprint(pagerduty.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(websocket.bp)

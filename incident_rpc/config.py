@@ -179,6 +179,8 @@ class Config:
     )  # requests at once per worker (runtime/admission.py)
     # /healthz: 503 once every slot has been held this long (runtime/admission.py); 0: never
     HEALTH_STALL_TIMEOUT = _float("HEALTH_STALL_TIMEOUT", 30)
+    # Seconds a worker keeps the maintenance windows it read (actions/silencing.py); 0: per create
+    SILENCE_CACHE_SECONDS = _float("SILENCE_CACHE_SECONDS", 1)
     # Concurrent creates share a commit (dispatch/group_commit.py).
     GROUP_COMMIT = _bool("GROUP_COMMIT", True)
     # Change events (events/fanout.py, events/websocket.py); times in seconds.

@@ -167,6 +167,8 @@ class Incident(db.Model):
     # incident goes back to `new`, so that it waits for someone again.
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    # The silence (maintenance window) that was active and matched when it arrived.
+    silenced_by: Mapped[int | None] = mapped_column(BigInteger)
     assignee: Mapped[str | None] = mapped_column(String(64))  # an agent's username
     # Every UPDATE says "WHERE version = <the one read>": two writers that read the
     # same version cannot both win (StaleDataError becomes a 409).
@@ -188,6 +190,21 @@ Index("ix_incidents_open", Incident.severity, Incident.status, Incident.created_
 RESOLVED = "resolved_at IS NOT NULL"
 Index("ix_incidents_resolved", Incident.resolved_at,
       postgresql_where=text(RESOLVED), sqlite_where=text(RESOLVED))  # fmt: skip
+
+
+class Silence(db.Model):
+    """A maintenance window: incidents matching `matchers` that arrive between
+    `starts_at` and `ends_at` are stored marked `silenced_by` (actions/silencing.py)."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    matchers: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # expiring sets it to now
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Event(db.Model):

@@ -6,9 +6,20 @@ from incident_rpc.actions import (
     comments,
     describe,
     incidents,
+    silences,
     stats,
     user_admin,
     users,
 )
 
-__all__ = ["api_keys", "bulk", "comments", "describe", "incidents", "stats", "user_admin", "users"]
+__all__ = [
+    "api_keys",
+    "bulk",
+    "comments",
+    "describe",
+    "incidents",
+    "silences",
+    "stats",
+    "user_admin",
+    "users",
+]

@@ -23,7 +23,7 @@ HEADER = "X-Request-Id"
 SANE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # The blueprint that served a request -> its dialect (the others: "other").
 DIALECTS = {"endpoint": "native", "legacy": "legacy", "alertmanager": "alertmanager",
-            "events": "websocket"}  # fmt: skip
+            "pagerduty": "pagerduty", "events": "websocket"}  # fmt: skip
 
 
 @dataclass

@@ -10,7 +10,7 @@ then come from an index-only scan instead of a visit to each row, at the price o
 wider entry per insert into an index that every insert writes anyway.
 
 Revision ID: 0008_stats_indexes
-Revises: 0006_unique_usernames
+Revises: 0007_silences
 Create Date: 2026-12-03
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_stats_indexes"
-down_revision = "0006_unique_usernames"
+down_revision = "0007_silences"
 branch_labels = None
 depends_on = None
 
