@@ -119,6 +119,8 @@ class User(db.Model):
 # Usernames are unique ignoring case: the database decides between concurrent creates.
 Index("uq_users_username_lower", func.lower(User.username), unique=True)
 
+# What `stats` reads of each incident in its window (ix_incidents_created includes them).
+STATS_COLUMNS = ["status", "severity", "source", "assignee", "acknowledged_at", "resolved_at"]
 # The predicate of the partial unique index; `actions/dedup.py` names it again in ON CONFLICT.
 OPEN_DEDUP_KEY = "dedup_key IS NOT NULL AND status NOT IN ('completed', 'fake')"
 
@@ -127,7 +129,9 @@ class Incident(db.Model):
     __tablename__ = "incidents"
     __table_args__ = (
         # Keyset pages, newest first, with or without one filter.
-        Index("ix_incidents_created", "created_at", "id"),
+        # On PostgreSQL it also carries what `stats` reads of a window (migration 0008):
+        # its counts and durations come from an index-only scan, not from the rows.
+        Index("ix_incidents_created", "created_at", "id", postgresql_include=STATS_COLUMNS),
         Index("ix_incidents_status_created", "status", "created_at", "id"),
         Index("ix_incidents_source_created", "source", "created_at", "id"),
         Index("ix_incidents_severity_created", "severity", "created_at", "id"),
@@ -176,6 +180,16 @@ class Incident(db.Model):
     )
 
     __mapper_args__ = {"version_id_col": version}
+
+
+# `stats` and the open-incidents gauge: only the open incidents, and only the resolved.
+OPEN_INCIDENT = "status NOT IN ('completed', 'fake')"
+Index("ix_incidents_open", Incident.severity, Incident.status, Incident.created_at,
+      Incident.acknowledged_at,
+      postgresql_where=text(OPEN_INCIDENT), sqlite_where=text(OPEN_INCIDENT))  # fmt: skip
+RESOLVED = "resolved_at IS NOT NULL"
+Index("ix_incidents_resolved", Incident.resolved_at,
+      postgresql_where=text(RESOLVED), sqlite_where=text(RESOLVED))  # fmt: skip
 
 
 class Silence(db.Model):

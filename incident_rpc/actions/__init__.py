@@ -7,6 +7,7 @@ from incident_rpc.actions import (
     describe,
     incidents,
     silences,
+    stats,
     user_admin,
     users,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "describe",
     "incidents",
     "silences",
+    "stats",
     "user_admin",
     "users",
 ]

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from incident_rpc.events import journal
 from incident_rpc.extensions import db
 from incident_rpc.models import OPEN_DEDUP_KEY, Incident
+from incident_rpc.telemetry import metrics
 
 INCIDENTS = Incident.__table__
 Row = dict[str, Any]
@@ -73,6 +74,7 @@ def add_or_repeat(news: list[tuple[Row, str]]) -> list[tuple[Row, bool]]:
         if repeated:
             count = row["occurrences"]
             journal.record("updated", row, actor, {"occurrences": [count - 1, count]})
+            metrics.dedup_hit()
         else:
             journal.record("added", row, actor)
         answers.append((row, repeated))
