@@ -361,6 +361,26 @@ def test_admin_silences_from_forms_built_from_the_silence_actions(
     assert watcher.all("#filter-silenced")  # get_all's new filter, found in describe
 
 
+def test_the_header_shows_the_numbers_of_stats(
+    board: Board, board_server: Server, admin_token: str
+) -> None:
+    board.open().sign_in().signed_in()
+    board.wait(lambda: board.find("#stats").is_displayed())
+    incident = create(board_server, admin_token, title="Counted", severity="critical")
+    board_server.rpc("acknowledge", admin_token, id=incident["id"], expect=200)
+    numbers = board_server.rpc("stats", admin_token, expect=200)["data"]["open"]
+
+    def figure(label: str) -> str:
+        return board.text(f'#stats [data-figure="{label}"] b')
+
+    # Refreshed after live changes (at most every 2 s): the numbers catch up.
+    board.wait(lambda: figure("open") == str(numbers["total"]))
+    assert figure("unacknowledged") == str(numbers["unacknowledged"])
+    assert figure("critical") == str(numbers["by_severity"]["critical"])
+    assert figure("MTTA today") not in ("", "–")  # one acknowledgement today at least
+    assert "MTTR today" in board.text("#stats")
+
+
 def test_a_dropped_socket_reconnects_and_misses_nothing(
     board: Board, new_database_url, tmp_path_factory
 ) -> None:

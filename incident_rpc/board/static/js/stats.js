@@ -11,6 +11,7 @@ export class Stats {
   constructor({ methods, me }) {
     this.node = document.getElementById("stats");
     this.enabled = methods.allows(me.role, "stats");
+    this.windowed = methods.takes("stats", "since"); // MTTA and MTTR of today (UTC)
     this.node.hidden = true;
     this.last = 0;
   }
@@ -36,7 +37,9 @@ export class Stats {
   async refresh() {
     this.last = Date.now();
     try {
-      this.draw(await rpc("stats"));
+      const today = new Date();
+      today.setUTCHours(0, 0, 0, 0);
+      this.draw(await rpc("stats", this.windowed ? { since: today.toISOString() } : {}));
     } catch {
       this.node.hidden = true; // numbers are a convenience; the board works without them
     }
@@ -45,15 +48,16 @@ export class Stats {
   draw(data) {
     const open = data.open ?? {};
     const severities = Object.entries(open.by_severity ?? {});
-    const figure = (label, value, extra = "") => el("span", { class: `figure ${extra}` }, el("b", {}, String(value ?? "–")), ` ${label}`);
-    const time = (label, part) => part && el("span", { class: "figure" }, el("b", {}, duration(part.mean)), ` ${label}`,
+    const figure = (label, value, extra = "") => el("span", { class: `figure ${extra}`, dataset: { figure: label } },
+      el("b", {}, String(value ?? "–")), ` ${label}`);
+    const time = (label, part) => part && el("span", { class: "figure", dataset: { figure: label } }, el("b", {}, duration(part.mean)), ` ${label}`,
       part.p50 !== undefined ? el("small", {}, ` (p50 ${duration(part.p50)})`) : null);
     replace(this.node,
       figure("open", open.total),
       figure("unacknowledged", open.unacknowledged, "warn"),
       severities.map(([name, count]) => figure(name, count, `severity-text-${name}`)),
-      time("MTTA", data.mtta),
-      time("MTTR", data.mttr));
+      time(this.windowed ? "MTTA today" : "MTTA", data.mtta),
+      time(this.windowed ? "MTTR today" : "MTTR", data.mttr));
     this.node.hidden = false;
   }
 }
