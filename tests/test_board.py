@@ -345,8 +345,13 @@ def test_admin_silences_from_forms_built_from_the_silence_actions(
     silences = board_server.rpc("silence_list", admin_token)["data"]["silences"]
     made = next(s for s in silences if s["comment"] == "<b>planned</b> work")
     assert made["state"] == "active" and made["matchers"]["source"] == "partner"
-    row = next(r for r in admin.all("#silences tbody tr") if "<b>planned</b>" in r.text)
-    row.find_element(By.XPATH, ".//button[text()='expire']").click()
+
+    def expire() -> bool:  # the table is redrawn by the answer and by the live event
+        row = next(r for r in admin.all("#silences tbody tr") if "<b>planned</b>" in r.text)
+        row.find_element(By.XPATH, ".//button[text()='expire']").click()
+        return True
+
+    admin.wait(expire)  # a click on a row gone stale is tried again on the new one
     assert until(
         lambda: next(
             s for s in board_server.rpc("silence_list", admin_token)["data"]["silences"]
