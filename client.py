@@ -287,6 +287,15 @@ def user_row(user: dict[str, Any]) -> str:
     return f"{user['username']:<24} {user['role']:<9} {state:<9} since {user.get('created_at')}"
 
 
+def silence_row(silence: dict[str, Any]) -> str:
+    matchers = ", ".join(f"{name}={value}" for name, value in silence["matchers"].items())
+    comment = f" ({silence['comment']})" if silence.get("comment") else ""
+    return (
+        f"#{silence['id']:<5} {silence['state']:<8} {silence['starts_at']} .. {silence['ends_at']}"
+        f"  {matchers}  by {silence.get('created_by')}{comment}"
+    )
+
+
 def key_row(key: dict[str, Any]) -> str:
     used = key.get("last_used_at") or "never"
     revoked = f", revoked {key['revoked_at']}" if key.get("revoked") else ""
@@ -358,7 +367,11 @@ class Command:
 
 
 COMMANDS: list[Command] = []  # in the order of --help
-GROUPS = {"users": "manage users (admin)", "keys": "manage API keys for agents (admin)"}
+GROUPS = {
+    "users": "manage users (admin)",
+    "keys": "manage API keys for agents (admin)",
+    "silences": "maintenance windows: incidents that match are stored, marked, not notified",
+}
 
 
 def command(name: str, help: str, *arguments: Argument, anonymous: bool = False):
@@ -681,6 +694,39 @@ def keys_create(client: Client, args: argparse.Namespace) -> Output:
 def keys_revoke(client: Client, args: argparse.Namespace) -> Output:
     key = client.call("key_revoke", id=args.id)
     return Output(key, [key_row(key)])
+
+
+# Maintenance windows (agents and admins)
+
+
+@command("silences list", "maintenance windows, newest first",
+         arg("--state", choices=("active", "pending", "expired")))  # fmt: skip
+def silences_list(client: Client, args: argparse.Namespace) -> Output:
+    silences = client.call("silence_list", **given(args, "state"))
+    return Output(silences, [silence_row(s) for s in silences["silences"]] or ["no silences"])
+
+
+@command("silences create", "silence what matches, from now (or --starts-at) for a while",
+         arg("--source"), arg("--severity", help="at most this severity"),
+         arg("--dedup-key", dest="dedup_key", help="a prefix, or a glob such as db-*/disk"),
+         arg("--text", help="contained in the title or description"),
+         arg("--label", dest="labels", action="append", type=name_and_text, default=[],
+             metavar="NAME=VALUE", help="a label of the incident's details (repeatable)"),
+         arg("--duration", type=int, help="seconds"), arg("--ends-at", dest="ends_at"),
+         arg("--starts-at", dest="starts_at"), arg("--comment"))  # fmt: skip
+def silences_create(client: Client, args: argparse.Namespace) -> Output:
+    matchers = given(args, "source", "severity", "dedup_key", "text")
+    if args.labels:
+        matchers["labels"] = dict(args.labels)
+    times = given(args, "duration", "ends_at", "starts_at", "comment")
+    silence = client.call("silence_create", matchers=matchers, **times)
+    return Output(silence, [silence_row(silence)])
+
+
+@command("silences expire", "end a silence now", arg("id", type=int, help="silence id"))
+def silences_expire(client: Client, args: argparse.Namespace) -> Output:
+    silence = client.call("silence_expire", id=args.id)
+    return Output(silence, [silence_row(silence)])
 
 
 # Everything else
