@@ -85,7 +85,7 @@ def test_the_cycle_finder_finds_one() -> None:
 # in dispatch/; errors, extensions and config are the foundation everything stands on.
 LAYERS = [
     ["incident_rpc", "incident_rpc.cli", "incident_rpc.startup", "incident_rpc.healthcheck"],
-    ["incident_rpc.http"],
+    ["incident_rpc.http", "incident_rpc.board"],
     ["incident_rpc.dispatch"],
     ["incident_rpc.actions"],
     ["incident_rpc.dispatch.registry", "incident_rpc.dispatch.openrpc"],
