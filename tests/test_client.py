@@ -351,7 +351,8 @@ COMMAND_OF = {
     "history": "history", "resolve_many": "resolve-many", "update_many": "update-many",
     "user_create": "users create", "user_list": "users list", "user_update": "users role",
     "key_create": "keys create", "key_list": "keys list", "key_revoke": "keys revoke",
-    "describe": "describe",
+    "silence_create": "silences create", "silence_list": "silences list",
+    "silence_expire": "silences expire", "stats": "stats", "describe": "describe",
 }  # fmt: skip
 
 
@@ -366,7 +367,7 @@ def test_every_action_of_the_server_has_a_command(tmp_path: Path, open_server: S
     assert not missing, f"client.py has no command for {sorted(missing)}: add one"
     cli = Cli(tmp_path, open_server.url)
     listed = commands_in_help(cli.run("--help").stdout)
-    for group in ("users", "keys"):
+    for group in ("users", "keys", "silences"):
         listed |= {f"{group} {name}" for name in commands_in_help(cli.run(group, "--help").stdout)}
     assert set(COMMAND_OF.values()) <= listed
     assert {"users disable", "users enable", "users reset-password", "batch", "call"} <= listed
@@ -649,6 +650,22 @@ def test_key_commands(admin_cli: Cli, server: Server) -> None:
     assert "revoked" in admin_cli.run("keys", "revoke", number).stdout
     refused = agent.run("create", "after the revocation", expect=1, INCIDENT_RPC_TOKEN=key)
     assert refused.stderr.startswith("error 401")
+
+
+def test_silence_commands(admin_cli: Cli, server: Server) -> None:
+    key = unique("db")
+    made = admin_cli.json(
+        "silences", "create", "--dedup-key", f"{key}-*", "--label", "team=db",
+        "--duration", "600", "--comment", "patching",
+    )  # fmt: skip
+    assert made["matchers"] == {"dedup_key": f"{key}-*", "labels": {"team": "db"}}
+    assert made["state"] == "active" and made["comment"] == "patching"
+    rows = admin_cli.run("silences", "list", "--state", "active").stdout.splitlines()
+    assert any(row.startswith(f"#{made['id']} ") and "patching" in row for row in rows), rows
+    ended = admin_cli.run("silences", "expire", str(made["id"])).stdout
+    assert f"#{made['id']}" in ended and "expired" in ended
+    refused = admin_cli.run("silences", "create", "--duration", "60", expect=1)
+    assert refused.stderr.startswith("error 400"), refused.stderr
 
 
 # ---------------------------------------------------------------- batches

@@ -535,6 +535,7 @@ def test_a_younger_transactions_events_wait_for_an_older_one(
 def test_one_transaction_numbers_at_most_2_to_the_16_events(single: Server):
     """The 65,537th event of one transaction would take the next transaction's ids: the
     commit is refused with a 413 and nothing is written."""
+    from incident_rpc.dispatch import transaction
     from incident_rpc.events import journal
     from incident_rpc.extensions import db
     from incident_rpc.schemas.incidents import incident_out
@@ -553,9 +554,9 @@ def test_one_transaction_numbers_at_most_2_to_the_16_events(single: Server):
         incident = dict.fromkeys(incident_out.fields, None) | {"id": 0, "description": "over"}
         journal.record("updated", incident, "test")
         with pytest.raises(journal.TooManyEvents) as refused:
-            db.session.commit()
+            transaction.commit()
         assert refused.value.status == 413
-        db.session.rollback()
+        transaction.rollback()
         db.session.remove()
         db.engine.dispose()
     assert logged_ids(single.database_url, since) == []

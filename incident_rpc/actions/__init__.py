@@ -7,6 +7,8 @@ from incident_rpc.actions import (
     comments,
     describe,
     incidents,
+    silences,
+    stats,
     user_admin,
     users,
 )
@@ -18,6 +20,8 @@ __all__ = [
     "comments",
     "describe",
     "incidents",
+    "silences",
+    "stats",
     "user_admin",
     "users",
 ]

@@ -32,6 +32,7 @@ from incident_rpc.dispatch.batch import Batch
 from incident_rpc.dispatch.dialects import NATIVE, Dialect
 from incident_rpc.errors import to_envelope
 from incident_rpc.runtime import admission
+from incident_rpc.telemetry import metrics
 
 _GROUPS = "incident_rpc.groups"  # app.extensions: (action, dialect) -> Group, in this process
 
@@ -99,6 +100,7 @@ class Group:
 
 
 def _run_group(commands: list[dict[str, Any]], dialect: Dialect) -> list[Any]:
+    metrics.group_commit(len(commands))
     if len(commands) == 1:
         return [dispatcher.execute(commands[0], dialect=dialect)]
     return dispatcher.execute_many(commands, None, Batch(), dialect)

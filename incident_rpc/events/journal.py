@@ -64,16 +64,25 @@ def record(
     """
     if isinstance(incident, Incident):
         db.session.flush()  # the incident's id and version must be final
+    incident_id = incident["id"] if isinstance(incident, dict) else incident.id
+    _note(kind, incident_id, actor, incident_out.dump(incident), changes)
+
+
+def record_other(
+    kind: str, data: dict[str, Any], actor: str, changes: dict[str, Any] | None = None
+) -> None:
+    """Log a change to something other than an incident (a silence): `data` is its
+    dumped output; its event has incident id 0, so no incident's history shows it."""
+    _note(kind, 0, actor, data, changes)
+
+
+def _note(
+    kind: str, incident_id: int, actor: str, data: dict, changes: dict[str, Any] | None
+) -> None:
     db.session.info.setdefault(PENDING, []).append(
-        {
-            "type": kind,
-            "incident_id": incident["id"] if isinstance(incident, dict) else incident.id,
-            "actor": actor,
-            "at": utcnow(),
-            "data": incident_out.dump(incident),
-            "changes": changes or {},
-        }
-    )
+        {"type": kind, "incident_id": incident_id, "actor": actor, "at": utcnow(),
+         "data": data, "changes": changes or {}}
+    )  # fmt: skip
 
 
 # One statement for any number of events: the ids continue after this transaction's

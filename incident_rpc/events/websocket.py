@@ -240,6 +240,7 @@ def _stream(ws: Server, subscriber: Subscriber, guard: InputGuard, token: Any) -
         subscriber.pump(timeout=max(0.0, min(config["EVENTS_PING_INTERVAL"], wait)))
         resume = f"resume with since={subscriber.position}"
         if subscriber.overflowed:
+            log.info("subscriber dropped: too slow for its queue, at event %d", subscriber.position)
             raise Refusal(TRY_AGAIN_LATER, f"too slow, events dropped; {resume}")
         if subscriber.going_away:
             raise Refusal(GOING_AWAY, f"server restarting; {resume}")

@@ -29,6 +29,7 @@ from incident_rpc.errors import BadRequest, InvalidJSON, PayloadTooLarge, envelo
 from incident_rpc.http import jsonrpc
 from incident_rpc.http.responses import POST_ONLY, bearer_token, respond
 from incident_rpc.runtime import jsonio
+from incident_rpc.telemetry import request_ids
 
 bp = Blueprint("endpoint", __name__)
 
@@ -48,11 +49,20 @@ def rpc_endpoint() -> Response:
             return _json(jsonrpc.parse_error(error))
         raise
     if isinstance(body, list):
+        request_ids.note(dialect="jsonrpc" if jsonrpc_only else "native", action="batch")
         return _batch(body, bearer_token(), jsonrpc_only)
     if jsonrpc_only or jsonrpc.speaks_jsonrpc(body):
+        request_ids.note(dialect="jsonrpc", action=_named(body, "method"))
         response = jsonrpc.answer(body, bearer_token())
         return Response(status=204) if response is None else _json(response)
+    request_ids.note(dialect="native", action=_named(body, "action"))
     return respond(group_commit.submit(body, bearer_token()))
+
+
+def _named(body: Any, key: str) -> str | None:
+    """The action a command names, if it names one (the metrics bound the label)."""
+    name = body.get(key) if isinstance(body, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _batch(items: list[Any], token: str | None, jsonrpc_only: bool) -> Response:

@@ -4,7 +4,7 @@ A delivery row is written in the transaction of the event it reports (the outbox
 it exists exactly when its change committed; senders claim due rows with a lease.
 
 Revision ID: 0009_notifications
-Revises: 0006_unique_usernames
+Revises: 0008_stats_indexes
 Create Date: 2026-12-03
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0009_notifications"
-down_revision = "0006_unique_usernames"
+down_revision = "0008_stats_indexes"  # re-chained at the merge of main (0007, 0008 landed first)
 branch_labels = None
 depends_on = None
 
