@@ -323,3 +323,34 @@ def test_a_slack_channel_gets_text_and_hides_its_url(server: Server, token: str)
 )
 def test_rule_table(rule, kind, incident, silenced, sent) -> None:
     assert rules.matches(rules.with_defaults(rule), kind, incident, silenced) is sent
+
+
+def test_silenced_incidents_notify_nothing_unless_the_rule_says(server: Server, token, channels):
+    marker = f"silence-{secrets.token_hex(4)}"
+    with Receiver() as receiver:
+        quiet = channels(receiver.url)
+        loud = channels(receiver.url, include_silenced=True)
+        made = server.rpc("silence_create", token, 201, matchers={"dedup_key": marker},
+                          duration=600)["data"]  # fmt: skip
+        silenced = create(server, token, dedup_key=f"{marker}-1")
+        assert silenced["silenced_by"] == made["id"]
+        sentinel = create(server, token)
+        got = receiver.wait_for(lambda r: len(r) >= 3)  # silenced to `loud`, sentinel to both
+        server.rpc("silence_expire", token, 200, id=made["id"])
+    pairs = sorted(
+        (secret, verified(secret, r)["incident"]["id"])
+        for r in got
+        for secret in (quiet["secret"], loud["secret"])
+        if _signed_by(secret, r)
+    )
+    assert pairs == sorted([(quiet["secret"], sentinel["id"]), (loud["secret"], silenced["id"]),
+                            (loud["secret"], sentinel["id"])])  # fmt: skip
+    assert deliveries(server, token, channel_id=quiet["id"], incident_id=silenced["id"]) == []
+
+
+def _signed_by(secret: str, request: Received) -> bool:
+    try:
+        verified(secret, request)
+    except Exception:
+        return False
+    return True
