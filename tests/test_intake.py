@@ -526,7 +526,7 @@ def test_dedup_repeats_the_open_incident(server: Server, token: str) -> None:
     first = create(server, token, dedup_key=key, severity="high")
     assert first["dedup_key"] == key and first["occurrences"] == 1
     assert first["last_seen_at"] >= first["created_at"]
-    time.sleep(0.01)
+    time.sleep(0.01)  # about time itself: a later clock reading for last_seen_at
     second = create(server, token, expect=200, dedup_key=key, description="again")
     assert second["id"] == first["id"] and second["occurrences"] == 2
     assert second["last_seen_at"] > first["last_seen_at"]
@@ -709,7 +709,7 @@ def test_request_id_expires(tight: Server) -> None:
     token, request_id = tight.login(), unique("req")
     first = create(tight, token, request_id=request_id)
     assert create(tight, token, request_id=request_id) == first
-    time.sleep(1.5)  # REQUEST_ID_TTL is 1 s on this server
+    time.sleep(1.5)  # about time itself: REQUEST_ID_TTL is 1 s on this server
     assert create(tight, token, request_id=request_id)["id"] != first["id"]
 
 

@@ -449,7 +449,7 @@ def test_failures_for_one_name_answer_429_on_every_instance_then_recover(
     assert sign_in(second, victim, name, PASSWORD)["status"] == 200  # not locked out
     assert sign_in(first, attacker, unique("other"), "wrong password")["status"] == 401
     assert sign_in(first, bystander, name, "wrong password")["status"] == 401
-    time.sleep(refused["data"]["retry_after"] + 0.2)
+    time.sleep(refused["data"]["retry_after"] + 0.2)  # about time itself: the retry_after
     assert sign_in(first, attacker, name, PASSWORD)["status"] == 200
 
 
