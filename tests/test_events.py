@@ -529,10 +529,17 @@ def test_a_younger_transactions_events_wait_for_an_older_one(
         answer = single.rpc("create", single_token, expect=201, description="T2")
         t2_committed = database_now(single.database_url)
         assert logged_ids(single.database_url, since)[-1] > first_id  # T2's, committed
+
         # Nothing can arrive as a sign (every later event waits behind T1 as well): wait
-        # until every listener has read the log since T2 committed, and held it back.
-        wait_for(lambda: listeners_read_since(single.database_url, t2_committed), 10,
-                 "the listeners did not read the log after T2's commit")  # fmt: skip
+        # until every listener has read the log since T2 committed, and held it back,
+        # reading the socket meanwhile (its pongs keep it open; no event may come).
+        def held_back() -> bool:
+            ws.settimeout(0.05)
+            with pytest.raises(websocket.WebSocketTimeoutException):
+                next_event(ws)
+            return listeners_read_since(single.database_url, t2_committed)
+
+        wait_for(held_back, 10, "the listeners did not read the log after T2's commit")
         ws.settimeout(0.5)  # below the ping interval: a ping must not look like an event
         with pytest.raises(websocket.WebSocketTimeoutException):
             next_event(ws)  # held back behind T1
@@ -591,6 +598,7 @@ def listeners_read_since(database_url: str, moment: Any) -> bool:
 def test_one_transaction_numbers_at_most_2_to_the_16_events(single: Server):
     """The 65,537th event of one transaction would take the next transaction's ids: the
     commit is refused with a 413 and nothing is written."""
+    from incident_rpc.dispatch import transaction
     from incident_rpc.events import journal
     from incident_rpc.extensions import db
     from incident_rpc.schemas.incidents import incident_out
@@ -609,7 +617,7 @@ def test_one_transaction_numbers_at_most_2_to_the_16_events(single: Server):
         incident = dict.fromkeys(incident_out.fields, None) | {"id": 0, "description": "over"}
         journal.record("updated", incident, "test")
         with pytest.raises(journal.TooManyEvents) as refused:
-            db.session.commit()
+            transaction.commit()  # the one commit step: it writes the events
         assert refused.value.status == 413
         db.session.rollback()
         db.session.remove()
