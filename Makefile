@@ -13,10 +13,11 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 # Development only: a first admin "admin"/"admin" unless you say otherwise (the
-# server says so as it starts), and an access log line per request on stdout.
+# server says so as it starts), and an access log line per request on stdout, with
+# its request id, action and actor (ACCESS_LOG).
 run: $(BIN)/.installed
 	ADMIN_USERNAME=$${ADMIN_USERNAME:-admin} ADMIN_PASSWORD=$${ADMIN_PASSWORD:-admin} \
-	GUNICORN_ACCESS_LOG=$${GUNICORN_ACCESS_LOG:--} \
+	ACCESS_LOG=$${ACCESS_LOG:-1} \
 	GUNICORN_BIND=$${GUNICORN_BIND:-127.0.0.1:$(PORT)} $(BIN)/gunicorn wsgi:app
 
 test: $(BIN)/.installed

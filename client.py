@@ -721,6 +721,64 @@ def describe(client: Client, args: argparse.Namespace) -> Output:
     return Output(document, lines)
 
 
+@command("stats", "counts, open incidents by age, MTTA and MTTR for a window",
+         arg("--since", help="start, ISO 8601 (default: 30 days before --until)"),
+         arg("--until", help="end, ISO 8601 (default: now)"),
+         arg("--group-by", choices=["severity", "source", "assignee", "status"]),
+         arg("--days", action="store_true", help="each day's figures too"))  # fmt: skip
+def stats(client: Client, args: argparse.Namespace) -> Output:
+    data = client.call("stats", **given(args, "since", "until", "group_by"))
+    return Output(data, stats_lines(data, args.days))
+
+
+def duration(seconds: float | None) -> str:
+    """A measure in a person's units: 45s, 12m 03s, 3h 05m, 2d 04h."""
+    if seconds is None:
+        return "-"
+    whole = round(seconds)
+    for size, unit, next_size, next_unit in ((86400, "d", 3600, "h"), (3600, "h", 60, "m"),
+                                              (60, "m", 1, "s")):  # fmt: skip
+        if whole >= size:
+            return f"{whole // size}{unit} {whole % size // next_size:02d}{next_unit}"
+    return f"{whole}s"
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    return "  ".join(f"{name} {count:,}" for name, count in counts.items()) or "-"
+
+
+def measure_row(label: str, measure: dict[str, Any]) -> str:
+    cells = [duration(measure[name]) for name in ("mean", "p50", "p90", "p99")]
+    return f"{label:<14}{measure['count']:>8,}" + "".join(f"{cell:>10}" for cell in cells)
+
+
+def stats_lines(data: dict[str, Any], days: bool) -> list[str]:
+    opened, ages = data["open"], data["open_by_age"]
+    lines = [
+        f"from {data['since']} to {data['until']}",
+        f"incidents      {data['total']:,} ({data['fake']:,} fake, counted apart below)",
+        f"by status      {counts_text(data['by_status'])}",
+        f"by severity    {counts_text(data['by_severity'])}",
+        f"by source      {counts_text(data['by_source'])}",
+        f"open now       {opened['total']:,} ({opened['unacknowledged']:,} unacknowledged):"
+        f" under 1 h {ages['under_1h']:,}, 1-24 h {ages['1h_24h']:,},"
+        f" 1-7 d {ages['1d_7d']:,}, older {ages['older']:,}",
+        f"open by sev.   {counts_text(opened['by_severity'])}",
+        "",
+        f"{'':<14}{'count':>8}{'mean':>10}{'p50':>10}{'p90':>10}{'p99':>10}",
+        measure_row("MTTA", data["mtta"]),
+        measure_row("MTTR", data["mttr"]),
+    ]
+    for group in data["groups"]:
+        key = "(none)" if group["key"] is None else str(group["key"])
+        lines += ["", f"{data['group_by']} {key}: {group['count']:,} incidents"]
+        lines += [measure_row("  MTTA", group["mtta"]), measure_row("  MTTR", group["mttr"])]
+    if days:
+        lines += ["", f"{'day':<14}{'created':>8}{'resolved':>10}"]
+        lines += [f"{d['day']:<14}{d['created']:>8,}{d['resolved']:>10,}" for d in data["per_day"]]
+    return lines
+
+
 @command("call", "any action by name, e.g.: call get id=7", arg("action"),
          arg("params", nargs="*", type=name_value, metavar="NAME=VALUE"))  # fmt: skip
 def call(client: Client, args: argparse.Namespace) -> Output:

@@ -7,6 +7,7 @@ all taken by sockets. The trade-offs: docs/design/worker-model.md.
 """
 
 import json
+import os
 import signal
 import socket
 import time
@@ -15,6 +16,7 @@ from gunicorn import util as gunicorn_util
 
 from incident_rpc import startup
 from incident_rpc.config import Config, Gunicorn
+from incident_rpc.telemetry import logs, multiprocess
 
 # Read (and checked, in on_starting) with the app's settings: incident_rpc/config.py.
 bind = Gunicorn.BIND
@@ -28,6 +30,10 @@ keepalive = 5
 accesslog = Gunicorn.ACCESS_LOG  # off unless asked: it costs throughput
 errorlog = "-"
 loglevel = Config.LOG_LEVEL.lower()
+logconfig_dict = logs.gunicorn_logconfig(Config.LOG_FORMAT)  # LOG_FORMAT=json: gunicorn's too
+# gunicorn's own access line (GUNICORN_ACCESS_LOG) names the request's id as well.
+# Method and path, never the query string: /ws?token=... carries a token.
+access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms request_id=%({x-request-id}o)s'
 # gunicorn 27 gives every instance one shared control socket in $HOME by default;
 # side-by-side instances (tests, benchmarks, containers without a writable home)
 # must not share or need it. GUNICORN_CONTROL_SOCKET=1 turns it back on.
@@ -39,6 +45,21 @@ def on_starting(server) -> None:
     bad one stops gunicorn with one message (a ConfigError, which gunicorn prints as
     "Error: ..." before it exits 1) instead of each worker failing to boot."""
     startup.on_starting()
+    if Config.METRICS_ENABLED:  # before any worker imports prometheus_client
+        server.metrics_dir = multiprocess.prepare(Gunicorn.METRICS_DIR)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = server.metrics_dir
+
+
+def child_exit(server, worker) -> None:
+    """In the master: a worker's live gauges (its subscribers) no longer count."""
+    if Config.METRICS_ENABLED:
+        multiprocess.mark_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    """The directory made for this run goes with it (an operator's own one stays)."""
+    if Config.METRICS_ENABLED and Gunicorn.METRICS_DIR is None:
+        multiprocess.remove(server.metrics_dir)
 
 
 def _is_gevent(worker) -> bool:

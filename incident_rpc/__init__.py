@@ -23,18 +23,21 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         startup,
     )
     from incident_rpc.config import INSTANCE, Config, resolve_secret_key, with_psycopg2
+    from incident_rpc.dispatch.registry import ACTIONS
     from incident_rpc.events import fanout, websocket
     from incident_rpc.extensions import db, migrate, sock
     from incident_rpc.http import (
         alertmanager,
         health,
         legacy,
+        metrics,
+        pagerduty,
         request_body,
         responses,
         rpc,
     )
     from incident_rpc.runtime import admission, database
-    from incident_rpc.telemetry import logs
+    from incident_rpc.telemetry import hooks, logs
 
     app = Flask(__name__, instance_path=str(INSTANCE))
     app.session_interface = NoCookieSessions()
@@ -43,7 +46,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     startup.check(app.config)  # gunicorn's master has checked already; the CLI has not
     # Before anything reads app.logger: Flask adds a handler of its own to a logger
     # that has none, and each record would then be written twice.
-    logs.configure(app.config["LOG_LEVEL"])
+    logs.configure(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"], app.config["ACCESS_LOG"])
     resolve_secret_key(app.config)
     uri = with_psycopg2(app.config["SQLALCHEMY_DATABASE_URI"])
     app.config["SQLALCHEMY_DATABASE_URI"] = uri
@@ -54,13 +57,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=database.MIGRATIONS)
     sock.init_app(app)
-    request_body.init_app(app)  # first: a body on its way takes no admission slot
+    hooks.init_app(app, ACTIONS)  # first: every request has its id before anything logs
+    request_body.init_app(app)  # a body on its way takes no admission slot
     admission.init_app(app)
     app.register_error_handler(Exception, responses.outside_a_command)
     app.register_blueprint(legacy.bp)
     app.register_blueprint(rpc.bp)
     app.register_blueprint(alertmanager.bp)
+    app.register_blueprint(pagerduty.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(websocket.bp)
     fanout.init_app(app)
     cli.init_app(app)

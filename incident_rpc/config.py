@@ -19,6 +19,7 @@ from sqlalchemy.exc import ArgumentError
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 WORKER_CLASSES = ("gevent", "gthread", "sync")
 _problems: list[str] = []
 
@@ -163,6 +164,10 @@ class Config:
     MAX_BULK = _int("MAX_BULK", 10000, minimum=1, maximum=65536)
     REQUEST_ID_TTL = _int("REQUEST_ID_TTL", 24 * 3600, minimum=1)  # seconds a request_id lives
     LOG_LEVEL = _choice("LOG_LEVEL", "INFO", LOG_LEVELS)
+    LOG_FORMAT = _choice("LOG_FORMAT", "text", LOG_FORMATS)  # json: one object a line
+    ACCESS_LOG = _bool("ACCESS_LOG", False)  # a line per request on stdout (`make run`: on)
+    METRICS_ENABLED = _bool("METRICS_ENABLED", True)  # GET /metrics and what it counts
+    METRICS_TOKEN = _text("METRICS_TOKEN")  # set: /metrics wants "Authorization: Bearer <it>"
     # Teams and access (README, "Teams and access").
     REGISTRATION_ENABLED = _bool("REGISTRATION_ENABLED", False)  # `register` makes reporters
     LOGIN_THROTTLE_WINDOW = _int("LOGIN_THROTTLE_WINDOW", 300, minimum=1)  # seconds a count lives
@@ -174,6 +179,8 @@ class Config:
     )  # requests at once per worker (runtime/admission.py)
     # /healthz: 503 once every slot has been held this long (runtime/admission.py); 0: never
     HEALTH_STALL_TIMEOUT = _float("HEALTH_STALL_TIMEOUT", 30)
+    # Seconds a worker keeps the maintenance windows it read (actions/silencing.py); 0: per create
+    SILENCE_CACHE_SECONDS = _float("SILENCE_CACHE_SECONDS", 1)
     # Concurrent creates share a commit (dispatch/group_commit.py).
     GROUP_COMMIT = _bool("GROUP_COMMIT", True)
     # Change events (events/fanout.py, events/websocket.py); times in seconds.
@@ -198,6 +205,9 @@ class Gunicorn:
     TIMEOUT = _int("GUNICORN_TIMEOUT", 30)
     ACCESS_LOG = _text("GUNICORN_ACCESS_LOG")  # off unless asked: it costs throughput
     CONTROL_SOCKET = _bool("GUNICORN_CONTROL_SOCKET", False)
+    # Where the workers' metrics meet (telemetry/multiprocess.py); unset: a directory of
+    # this run's own. Emptied at start-up either way.
+    METRICS_DIR = _text("PROMETHEUS_MULTIPROC_DIR")
 
 
 class ConfigError(RuntimeError):

@@ -8,6 +8,7 @@ own (dispatch/dialects.py).
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -15,6 +16,15 @@ from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("incident_rpc")
+
+
+def _no_request_id() -> str | None:
+    return None
+
+
+# The id of the request being served, which an internal error names so that its log
+# line can be found; telemetry (a layer above) puts its own function here at start-up.
+current_request_id: Callable[[], str | None] = _no_request_id
 
 
 class RpcError(Exception):
@@ -150,7 +160,7 @@ def classify(exc: BaseException) -> RpcError:
         return Unavailable()
     if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free in time
         return Unavailable()
-    request_id = uuid.uuid4().hex[:12]
+    request_id = current_request_id() or uuid.uuid4().hex[:12]
     log.exception("unhandled error, request id %s", request_id)
     return InternalError(f"internal error, request id {request_id}")
 

@@ -119,6 +119,8 @@ class User(db.Model):
 # Usernames are unique ignoring case: the database decides between concurrent creates.
 Index("uq_users_username_lower", func.lower(User.username), unique=True)
 
+# What `stats` reads of each incident in its window (ix_incidents_created includes them).
+STATS_COLUMNS = ["status", "severity", "source", "assignee", "acknowledged_at", "resolved_at"]
 # The predicate of the partial unique index; `actions/dedup.py` names it again in ON CONFLICT.
 OPEN_DEDUP_KEY = "dedup_key IS NOT NULL AND status NOT IN ('completed', 'fake')"
 
@@ -127,7 +129,9 @@ class Incident(db.Model):
     __tablename__ = "incidents"
     __table_args__ = (
         # Keyset pages, newest first, with or without one filter.
-        Index("ix_incidents_created", "created_at", "id"),
+        # On PostgreSQL it also carries what `stats` reads of a window (migration 0008):
+        # its counts and durations come from an index-only scan, not from the rows.
+        Index("ix_incidents_created", "created_at", "id", postgresql_include=STATS_COLUMNS),
         Index("ix_incidents_status_created", "status", "created_at", "id"),
         Index("ix_incidents_source_created", "source", "created_at", "id"),
         Index("ix_incidents_severity_created", "severity", "created_at", "id"),
@@ -163,6 +167,8 @@ class Incident(db.Model):
     # incident goes back to `new`, so that it waits for someone again.
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    # The silence (maintenance window) that was active and matched when it arrived.
+    silenced_by: Mapped[int | None] = mapped_column(BigInteger)
     assignee: Mapped[str | None] = mapped_column(String(64))  # an agent's username
     # Every UPDATE says "WHERE version = <the one read>": two writers that read the
     # same version cannot both win (StaleDataError becomes a 409).
@@ -174,6 +180,31 @@ class Incident(db.Model):
     )
 
     __mapper_args__ = {"version_id_col": version}
+
+
+# `stats` and the open-incidents gauge: only the open incidents, and only the resolved.
+OPEN_INCIDENT = "status NOT IN ('completed', 'fake')"
+Index("ix_incidents_open", Incident.severity, Incident.status, Incident.created_at,
+      Incident.acknowledged_at,
+      postgresql_where=text(OPEN_INCIDENT), sqlite_where=text(OPEN_INCIDENT))  # fmt: skip
+RESOLVED = "resolved_at IS NOT NULL"
+Index("ix_incidents_resolved", Incident.resolved_at,
+      postgresql_where=text(RESOLVED), sqlite_where=text(RESOLVED))  # fmt: skip
+
+
+class Silence(db.Model):
+    """A maintenance window: incidents matching `matchers` that arrive between
+    `starts_at` and `ends_at` are stored marked `silenced_by` (actions/silencing.py)."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    matchers: Mapped[dict[str, Any]] = mapped_column(JsonDoc)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # expiring sets it to now
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Event(db.Model):

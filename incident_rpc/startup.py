@@ -42,7 +42,7 @@ def on_starting() -> None:
     """In gunicorn's master: raises ConfigError, which gunicorn prints before it exits 1."""
     config = settings()
     check(config)
-    logs.configure(config["LOG_LEVEL"])
+    logs.configure(config["LOG_LEVEL"], config["LOG_FORMAT"], config["ACCESS_LOG"])
     announce(config)
 
 
@@ -136,5 +136,6 @@ def prepare_database(app: Flask) -> None:
         return
     with database.startup_lock(db.engine):
         upgrade(directory=database.MIGRATIONS)
+        log.info("database schema up to date (migrations run at start-up)")
         ensure_first_admin(app.config["ADMIN_USERNAME"], app.config["ADMIN_PASSWORD"])
     db.session.remove()

@@ -17,7 +17,7 @@ from sqlalchemy import Select, Text, bindparam, cast, insert, select, tuple_
 
 from incident_rpc.access import policy
 from incident_rpc.access.auth import Caller
-from incident_rpc.actions import dedup
+from incident_rpc.actions import dedup, silencing
 from incident_rpc.actions.legacy_list import stream_incidents
 from incident_rpc.dispatch.registry import Context, Form, Reply, action
 from incident_rpc.errors import Conflict, IncidentNotFound, InvalidParams, NotFound
@@ -84,11 +84,16 @@ FILTERS = ("status", "source", "severity", "assignee", "created_by")
 
 @lru_cache(maxsize=256)
 def page_query(
-    filters: tuple[tuple[str, bool], ...], owner: bool, after: bool, acknowledged: bool | None
+    filters: tuple[tuple[str, bool], ...],
+    owner: bool,
+    after: bool,
+    acknowledged: bool | None,
+    silenced: bool | None = None,
 ) -> Select:
     """The SELECT of one shape of `get_all` (which filters, each `IS NULL` or equal to a
     value; confined to an owner, policy.confined_to; after a cursor; acknowledged or
-    not, when asked: no value to bind, so each answer is a shape), built once and
+    not, silenced or not, when asked: no value to bind, so each answer is a shape),
+    built once and
     reused with its values bound per request: building, hashing and looking up a
     statement on every request cost more CPU than PostgreSQL spends running it."""
     query = select(*PAGE_COLUMNS)
@@ -100,6 +105,9 @@ def page_query(
     if acknowledged is not None:
         column = INCIDENTS.c.acknowledged_at
         query = query.where(column.is_not(None) if acknowledged else column.is_(None))
+    if silenced is not None:
+        column = INCIDENTS.c.silenced_by
+        query = query.where(column.is_not(None) if silenced else column.is_(None))
     if after:
         position = (bindparam("after_at", type_=UTCDateTime), bindparam("after_id", type_=BigId))
         query = query.where(tuple_(INCIDENTS.c.created_at, INCIDENTS.c.id) < tuple_(*position))
@@ -127,12 +135,15 @@ def new_values(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     values = {**_NEW_ROW, "created_by": ctx.actor, "created_at": now, "updated_at": now,
               "last_seen_at": now}  # fmt: skip
     values.update(params)  # `created_at` from `date`, when given
+    values["silenced_by"] = silencing.silenced_by(values)
     return values
 
 
 def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
     """Creates that a batch sends one after another: their incidents go in one INSERT
     (its rows all name the same columns: new_values)."""
+    if all("dedup_key" in params for _, params in calls):
+        return _add_or_repeat(calls)
     if any("dedup_key" in params for _, params in calls):
         return [create(ctx, params) for ctx, params in calls]
     values = [new_values(ctx, params) for ctx, params in calls]
@@ -140,6 +151,17 @@ def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
     for (ctx, _), row in zip(calls, rows, strict=True):
         journal.record("added", row, ctx.actor)
     return rows
+
+
+def _add_or_repeat(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
+    """Creates with a dedup_key: each a new incident, or a repeat (200) of the open one."""
+    news = [(new_values(ctx, params), ctx.actor) for ctx, params in calls]
+    answers: list[Created] = []
+    for (ctx, _), (row, repeated) in zip(calls, dedup.add_or_repeat(news), strict=True):
+        if repeated and not policy.may_read(ctx.caller, row["created_by"]):
+            raise Conflict("this dedup_key belongs to an open incident you cannot read")
+        answers.append(Reply(row, 200) if repeated else row)
+    return answers
 
 
 @action(
@@ -150,11 +172,7 @@ def create_many(calls: list[tuple[Context, dict[str, Any]]]) -> list[Created]:
 def create(ctx: Context, params: dict[str, Any]) -> Created:
     """Open a new incident with status `new`; with a `dedup_key`, maybe repeat an open one."""
     if "dedup_key" in params:
-        incident = Incident(**new_values(ctx, params))
-        stored, repeated = dedup.add_or_repeat(incident, ctx.actor)
-        if repeated and not policy.may_read(ctx.caller, stored.created_by):
-            raise Conflict("this dedup_key belongs to an open incident you cannot read")
-        return Reply(stored, 200) if repeated else stored
+        return _add_or_repeat([(ctx, params)])[0]
     row = db.session.execute(_INSERT, new_values(ctx, params)).one()._asdict()
     journal.record("added", row, ctx.actor)
     return row
@@ -173,7 +191,10 @@ def get_all(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """One page, newest first; the cursor is the (created_at, id) of the page's last row."""
     filters = tuple((name, params[name] is None) for name in FILTERS if name in params)
     owner = policy.confined_to(ctx.caller)
-    query = page_query(filters, owner is not None, "cursor" in params, params.get("acknowledged"))
+    query = page_query(
+        filters, owner is not None, "cursor" in params, params.get("acknowledged"),
+        params.get("silenced"),
+    )  # fmt: skip
     values = {name: params[name] for name, is_null in filters if not is_null}
     values.update(owner=owner, limit=params["limit"] + 1)
     if "cursor" in params:

@@ -27,6 +27,7 @@ from incident_rpc.errors import (
     envelope,
 )
 from incident_rpc.runtime import database
+from incident_rpc.telemetry import request_ids
 
 log = logging.getLogger("incident_rpc")
 
@@ -74,6 +75,7 @@ def _prepare(command: Any, dialect: Dialect, header_token: str | None, batch: Ba
     caller = None
     if spec.role is not None:
         caller = _caller(command.get("token", header_token), batch)
+        request_ids.note(actor=caller.username)  # for its log lines (the first one stands)
         if not caller.has_role(spec.role) and not (spec.monitor and caller.is_monitor):
             raise Forbidden()
     params = {key: value for key, value in command.items() if key not in ("action", "token")}

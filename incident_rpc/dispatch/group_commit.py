@@ -12,8 +12,8 @@ and if that commit fails each runs again alone. So no request waits for a timer,
 and every answer still follows the durable commit of what it describes.
 
 A queued command gives up its admission slot (runtime/admission.py) while it waits, so
-the queue can grow to every connection the worker holds: at 64 connections a
-grouped create costs about as much CPU as the bare INSERT of bench/baseline_app.py.
+the queue can grow to every connection the worker holds: the bigger the group, the
+cheaper each create (figures: docs/benchmarks.md).
 
 Only commands that `dispatcher.runs_together` picks (an action with a `many` handler,
 sent without a request_id) are grouped, in whichever dialect they came: a legacy
@@ -32,6 +32,7 @@ from incident_rpc.dispatch.batch import Batch
 from incident_rpc.dispatch.dialects import NATIVE, Dialect
 from incident_rpc.errors import to_envelope
 from incident_rpc.runtime import admission
+from incident_rpc.telemetry import metrics
 
 _GROUPS = "incident_rpc.groups"  # app.extensions: (action, dialect) -> Group, in this process
 
@@ -99,6 +100,7 @@ class Group:
 
 
 def _run_group(commands: list[dict[str, Any]], dialect: Dialect) -> list[Any]:
+    metrics.group_commit(len(commands))
     if len(commands) == 1:
         return [dispatcher.execute(commands[0], dialect=dialect)]
     return dispatcher.execute_many(commands, None, Batch(), dialect)

@@ -36,6 +36,7 @@ from incident_rpc.events import journal
 from incident_rpc.events.subscriber import Batch, Subscriber, framed
 from incident_rpc.runtime import jsonio
 from incident_rpc.runtime.database import engine_is_postgres, engine_options
+from incident_rpc.telemetry import metrics
 
 log = logging.getLogger("incident_rpc")
 PAGE = 500  # events per read
@@ -58,6 +59,7 @@ class Bus:
         self.capacity = config["EVENTS_QUEUE_SIZE"]
         self.last_id = 0
         self._retry = HELD_BACK_RETRY
+        self._lost = False  # the last connection failed: say so when the next one holds
         self.subscribers: set[Subscriber] = set()
         self._lock = threading.RLock()
         self._doorbell = threading.Event()
@@ -72,11 +74,14 @@ class Bus:
         with self._lock:
             subscriber = Subscriber(self.capacity)
             self.subscribers.add(subscriber)
+        metrics.subscribed(+1)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         with self._lock:
-            self.subscribers.discard(subscriber)
+            if subscriber in self.subscribers:
+                self.subscribers.discard(subscriber)
+                metrics.subscribed(-1)
 
     def ring(self) -> None:
         self._doorbell.set()
@@ -96,6 +101,7 @@ class Bus:
             except Exception as error:  # the database went away: reconnect, then catch up
                 if time.monotonic() - started > 60:
                     delay = 0.5  # it had been fine for a while: a new outage
+                self._lost = True
                 log.warning("event listener: %s; reconnecting in %.1f s", error, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -110,6 +116,9 @@ class Bus:
             if not self._ready.is_set():
                 self.last_id = journal.last_event_id(connection)
                 self._ready.set()
+            elif self._lost:
+                log.info("event listener: the database is back; catching up")
+            self._lost = False
             wait = self._catch_up(connection)
             while True:
                 if self.postgres:
@@ -162,6 +171,7 @@ class Bus:
             self.last_id = max(self.last_id, batch[-1][0])
             for subscriber in self.subscribers:
                 subscriber.offer(batch)
+            metrics.offered(len(batch) * len(self.subscribers))
 
 
 def _reader_engine(config: dict[str, Any]) -> Engine:
@@ -282,6 +292,7 @@ def pass_on(chunks: list[journal.Chunk], app: Flask | None = None) -> None:
     """Events were committed: this worker's subscribers get them at once if they follow
     on; every listener (on PostgreSQL also those of other processes) is rung."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    metrics.observe_events(text for chunk in chunks for _, _, text in chunk.items)
     running = _buses.get(id(app))
     doorbell = _doorbell(app)
     if doorbell is not None:

@@ -1,7 +1,7 @@
 """The append-only event log: every committed change to an incident, in id order.
 
-`record` notes an event in the session; `write_pending` writes the rows at the
-session's `before_commit`, in the same transaction as the change, so an event
+`record` notes an event in the session; `write_pending` writes the rows just before
+the commit (dispatch/transaction.py), in the same transaction as the change, so an event
 exists exactly when its change committed. Subscribers read the log with
 `id > last_id ORDER BY id` and never look back, so no event may ever become
 visible below an id that a reader has already passed:
@@ -64,16 +64,25 @@ def record(
     """
     if isinstance(incident, Incident):
         db.session.flush()  # the incident's id and version must be final
+    incident_id = incident["id"] if isinstance(incident, dict) else incident.id
+    _note(kind, incident_id, actor, incident_out.dump(incident), changes)
+
+
+def record_other(
+    kind: str, data: dict[str, Any], actor: str, changes: dict[str, Any] | None = None
+) -> None:
+    """Log a change to something other than an incident (a silence): `data` is its
+    dumped output; its event has incident id 0, so no incident's history shows it."""
+    _note(kind, 0, actor, data, changes)
+
+
+def _note(
+    kind: str, incident_id: int, actor: str, data: dict, changes: dict[str, Any] | None
+) -> None:
     db.session.info.setdefault(PENDING, []).append(
-        {
-            "type": kind,
-            "incident_id": incident["id"] if isinstance(incident, dict) else incident.id,
-            "actor": actor,
-            "at": utcnow(),
-            "data": incident_out.dump(incident),
-            "changes": changes or {},
-        }
-    )
+        {"type": kind, "incident_id": incident_id, "actor": actor, "at": utcnow(),
+         "data": data, "changes": changes or {}}
+    )  # fmt: skip
 
 
 # One statement for any number of events: the ids continue after this transaction's
@@ -175,7 +184,7 @@ def take_recorded(session: Session) -> list[Chunk]:
 
 
 def in_outer_transaction(session: Session) -> bool:
-    """A session joined to a batch's transaction (http/rpc.py): its commits and
+    """A session joined to a batch's transaction (dispatch/transaction.shared): its commits and
     rollbacks are only a savepoint's."""
     bind = session.get_bind()
     return isinstance(bind, Connection) and bind.in_transaction()

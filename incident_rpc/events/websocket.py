@@ -14,7 +14,7 @@ a stopping worker closes with 1001 the same way.
 
 The channel only sends: what a client sends after its first message is read and
 thrown away (simple-websocket's reader would keep every message for a `receive`
-that never comes: 300 MiB in 4.5 s). A client that keeps sending is closed with
+that never comes, without bound). A client that keeps sending is closed with
 1008; the reader then goes on reading (and dropping) for a moment, so that the
 client still reads the close frame instead of a connection reset.
 """
@@ -240,6 +240,7 @@ def _stream(ws: Server, subscriber: Subscriber, guard: InputGuard, token: Any) -
         subscriber.pump(timeout=max(0.0, min(config["EVENTS_PING_INTERVAL"], wait)))
         resume = f"resume with since={subscriber.position}"
         if subscriber.overflowed:
+            log.info("subscriber dropped: too slow for its queue, at event %d", subscriber.position)
             raise Refusal(TRY_AGAIN_LATER, f"too slow, events dropped; {resume}")
         if subscriber.going_away:
             raise Refusal(GOING_AWAY, f"server restarting; {resume}")

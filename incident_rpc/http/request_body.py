@@ -1,9 +1,9 @@
 """Request bodies are read whole, within BODY_TIMEOUT, before a request takes a slot.
 
 Admission (runtime/admission.py) gives a worker's few slots to requests that are ready to
-work. A body still on its way is not: 20 connections that announce a large body
-and send a byte every 2 s used to hold every slot, and every command of the worker
-timed out. So the body is read here first, under a deadline for the whole of it
+work. A body still on its way is not: a few connections that announce a large body
+and send a byte now and then would hold every slot, and every command of the worker
+would time out. So the body is read here first, under a deadline for the whole of it
 (a slow client: 408), and never past MAX_CONTENT_LENGTH (413, chunked bodies
 too). A refused body is read to its end and thrown away first, as long as it is
 at most MAX_DRAIN bytes and the deadline allows: a client sends its whole body

@@ -3,11 +3,9 @@
 gevent workers accept thousands of connections (they must, for WebSockets) and
 would start every request at once. CPU-bound requests then slow each other down
 and hold their pooled connections (then also an event-ordering lock) longer and
-longer; past the pool's timeout some answer 503. Measured with `create` at 64 connections,
-2 workers, A/B in one run: p99 1.2 to 2.1 s and a few 503s without this; 0.4 to
-0.56 s and none with 8 slots (gthread with 8 threads: 0.31 to 0.47 s), requests/s
-the same. The surplus now waits its turn, first come first served, before it
-touches the database, as it does for a gthread worker's fixed threads.
+longer; past the pool's timeout some answer 503 (figures: docs/design/worker-model.md).
+So the surplus waits its turn, first come first served, before it touches the
+database, as it does for a gthread worker's fixed threads.
 WebSocket subscribers (they hold their socket for hours and no database
 connection) and the health probes do not count, and a command queued for a group
 commit gives its slot up while it waits (`step_aside`): it does no work until its

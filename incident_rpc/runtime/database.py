@@ -61,7 +61,7 @@ _READS = "incident_rpc.reads"  # app.extensions: the engine of read-only command
 def use_reads_session() -> None:
     """Let this request's `db.session` read through an engine of its own (actions
     declared `reads_only`): in autocommit mode on PostgreSQL, which saves a
-    BEGIN and a COMMIT round trip (about 200 us of CPU per request, measured), and
+    BEGIN and a COMMIT round trip per request, and
     on SQLite without the main engine's BEGIN IMMEDIATE, so reads never take the
     write lock. A write that slips in (an API key's last use) commits on its own."""
     if db.session.registry.has():  # already in use (e.g. a batch): stay with it

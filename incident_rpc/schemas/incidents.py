@@ -68,6 +68,7 @@ class ListParams(Params):
     acknowledged = strict_boolean()
     limit = fields.Integer(strict=True, load_default=100, validate=validate.Range(1, 1000))
     cursor = Cursor()
+    silenced = strict_boolean()  # last: JSON-RPC's positional parameters keep their places
 
 
 class IdParams(Params):
@@ -267,6 +268,7 @@ class IncidentOut(FlatOut):
     resolution = fields.String()
     acknowledged_at = Timestamp()
     acknowledged_by = fields.String()
+    silenced_by = fields.Integer()
     assignee = fields.String()
     version = fields.Integer()
     dedup_key = fields.String()
