@@ -11,8 +11,10 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 import pytest
@@ -22,6 +24,19 @@ from sqlalchemy.engine import make_url
 
 ADMIN = ("admin", "admin-password-for-tests")
 PG_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float, message: str) -> T:
+    """Poll `condition` until it returns something true, and return that; after
+    `timeout` seconds fail the test with `message`. The wait for something a test can
+    observe, instead of a sleep that hopes it has happened."""
+    deadline = time.monotonic() + timeout
+    while not (outcome := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} (waited {timeout} s)")
+        time.sleep(0.02)
+    return outcome
 
 
 def system_tool(*names: str, package: str) -> str:
@@ -163,8 +178,9 @@ class InProcess:
         from incident_rpc import create_app
 
         self.database_url = database_url
+        self.env = {"DATABASE_URL": database_url, "SECRET_KEY": "test-secret-key"}  # as Server's
         self.app = create_app({
-            "SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": "test-secret-key",
+            "SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": self.env["SECRET_KEY"],
             "ADMIN_USERNAME": ADMIN[0], "ADMIN_PASSWORD": ADMIN[1], "LOGIN_MAX_FAILURES": 0,
             "LOGIN_MAX_FAILURES_PER_ADDRESS": 0, **settings,
         })  # fmt: skip

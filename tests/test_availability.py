@@ -22,7 +22,8 @@ import psycopg2
 import pytest
 import requests
 import websocket
-from support import Server
+from queueing import read_by_server
+from support import Server, wait_for
 
 BODY_TIMEOUT = 3  # the servers' BODY_TIMEOUT here, in seconds
 MIB = 1024 * 1024
@@ -76,12 +77,13 @@ def read_answer(sock: socket.socket, deadline: float) -> bytes:
 # ---------------------------------------------------------------- slow bodies
 
 
-def trickle(port: int, stop: threading.Event, answers: list[bytes]) -> None:
+def trickle(port: int, stop: threading.Event, answers: list[bytes], opened: list[int]) -> None:
     """A slowloris connection, again and again until `stop`: headers announcing 100 kB,
     then a byte every 1.2 s (BODY_TIMEOUT falls between two bytes), reading the
-    answer as soon as one comes; then a new connection."""
+    answer as soon as one comes; then a new connection. Its local ports into `opened`."""
     while not stop.is_set():
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            opened.append(sock.getsockname()[1])
             sock.sendall(b"POST /rpc HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n{")
             while not stop.is_set():
                 readable, _, _ = select.select([sock], [], [], 1.2)
@@ -95,16 +97,18 @@ def test_slow_bodies_hold_no_slot_and_get_a_408(edge: Server, edge_token: str) -
     """20 connections that send their bodies a byte at a time (and, cut off, come back)
     for 8 s: meanwhile every `whoami` answers at once, and each slow one gets a 408
     envelope after BODY_TIMEOUT that it reads in full."""
-    stop, answers = threading.Event(), []
+    stop, answers, opened = threading.Event(), [], []
     tricklers = [
-        threading.Thread(target=trickle, args=(edge.port, stop, answers), daemon=True)
+        threading.Thread(target=trickle, args=(edge.port, stop, answers, opened), daemon=True)
         for _ in range(20)
     ]
     for thread in tricklers:
         thread.start()
     slowest = 0.0
     try:
-        time.sleep(0.5)  # every trickler has sent its headers (8 HTTP_CONCURRENCY slots)
+        # every trickler's headers read by the worker (more than its 8 HTTP_CONCURRENCY slots)
+        wait_for(lambda: len(opened) >= 20 and read_by_server(edge, opened[:20]), 15,
+                 "the worker did not read every trickler's headers")  # fmt: skip
         end = time.monotonic() + 8
         with requests.Session() as client:
             while time.monotonic() < end:
@@ -290,8 +294,8 @@ def test_a_flooding_subscriber_is_closed_and_memory_stays_flat(
 
 def flood_until_closed(flood: websocket.WebSocket, pid: int) -> tuple[int, float, dict[str, Any]]:
     """Send 60 kB messages until the server's close arrives (at most 5 s or 300 MiB):
-    bytes sent, the worker's RSS growth in MiB, and what the reading thread found."""
-    time.sleep(0.5)  # both sockets are live
+    bytes sent, the worker's RSS growth in MiB, and what the reading thread found.
+    Both sockets are live: subscribe() has read each one's greeting."""
     before = rss_mib(pid)
     found: dict[str, Any] = {}
     reader = threading.Thread(target=close_frame, args=(flood, found), daemon=True)

@@ -1,8 +1,9 @@
 """Bad input that passes for JSON never ends in a 500 (contract section 7), in every
 dialect, on SQLite and PostgreSQL: lone surrogates, repeated keys, numbers beyond a
 double, NUL in free-form documents, forged cursors and tokens. What is accepted is
-stored faithfully and read back identically. A real gunicorn over HTTP and real
-WebSocket clients; the parser's own rules are a table run in-process.
+stored faithfully and read back identically. The tables of inputs and answers run on
+the in-process app (the `app` fixture); what needs a socket on a real gunicorn with
+real WebSocket clients; the parser's own rules are a table run on the parser alone.
 """
 
 import base64
@@ -17,7 +18,7 @@ import requests
 import sqlalchemy
 import websocket
 from itsdangerous import URLSafeTimedSerializer
-from support import Server
+from support import InProcess, Server
 
 from incident_rpc.errors import InvalidJSON
 from incident_rpc.runtime import jsonio
@@ -32,20 +33,20 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def incident_id(server: Server, token: str) -> int:
-    return server.rpc("create", token, expect=201, description="target of bad input")["data"]["id"]
+def incident_id(app: InProcess, app_token: str) -> int:
+    return app.rpc("create", app_token, expect=201, description="target of bad input")["data"]["id"]
 
 
-def fill(template: str, server: Server, token: str, incident_id: int, bad: str = "") -> str:
+def fill(template: str, server: Server | InProcess, token: str, incident_id: int, bad: str = ""):
     """A JSON text from a template: $T the token, $ID an incident id, $X a literal."""
     return Template(template).substitute(T=json.dumps(token), ID=incident_id, X=bad)
 
 
-def post(server: Server, path: str, body: str | bytes, token: str | None = None):
+def post(server: Server | InProcess, path: str, body: str | bytes, token: str | None = None):
     headers = {"Content-Type": "application/json"}
     if token:  # the Alertmanager webhook takes it only so
         headers["Authorization"] = f"Bearer {token}"
-    return server.session.post(f"{server.url}{path}", data=body, headers=headers, timeout=30)
+    return server.post(path, body, headers=headers)
 
 
 def header_token(dialect: str, token: str) -> str | None:
@@ -122,11 +123,11 @@ def dialect_of(where: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("where, template", SURROGATE_CASES)
 def test_lone_surrogates_are_a_400_in_every_dialect(
-    server: Server, token: str, incident_id: int, where: str, template: str
+    app: InProcess, app_token: str, incident_id: int, where: str, template: str
 ) -> None:
     dialect, path = dialect_of(where)
-    body = fill(template, server, token, incident_id, SURROGATE)
-    status, error = refusal(post(server, path, body, header_token(dialect, token)), dialect)
+    body = fill(template, app, app_token, incident_id, SURROGATE)
+    status, error = refusal(post(app, path, body, header_token(dialect, app_token)), dialect)
     if dialect == LEGACY:
         assert (status, error) == (400, "Invalid JSON")  # the dialect's one sentence
     else:
@@ -134,28 +135,32 @@ def test_lone_surrogates_are_a_400_in_every_dialect(
         assert "lone UTF-16 surrogate" in error
 
 
-def test_surrogates_encoded_as_bytes_are_invalid_utf8(server: Server, token: str) -> None:
+def test_surrogates_encoded_as_bytes_are_invalid_utf8(app: InProcess, app_token: str) -> None:
     """`json.loads(bytes)` decodes with surrogatepass; a strict decode refuses them."""
-    body = b'{"action": "create", "token": "%s", "description": "\xed\xa0\x80"}' % token.encode()
-    assert refusal(post(server, "/rpc", body), NATIVE) == (400, "Invalid JSON")
+    body = (
+        b'{"action": "create", "token": "%s", "description": "\xed\xa0\x80"}' % app_token.encode()
+    )
+    assert refusal(post(app, "/rpc", body), NATIVE) == (400, "Invalid JSON")
 
 
-def test_surrogate_pairs_and_look_alikes_are_stored_faithfully(server: Server, token: str) -> None:
+def test_surrogate_pairs_and_look_alikes_are_stored_faithfully(
+    app: InProcess, app_token: str
+) -> None:
     """A pair of escapes is one character; an escaped backslash is no escape at all."""
     title = unique("faithful")
     text = r'"\ud83d\ude00 \\ud800 \ufffd \u2028 \ufeff \u00e9"'
     body = (
-        f'{{"action": "create", "token": {json.dumps(token)}, "title": "{title}", '
+        f'{{"action": "create", "token": {json.dumps(app_token)}, "title": "{title}", '
         f'"description": {text}, "details": {{{text}: [{text}]}}}}'
     )
-    created = post(server, "/rpc", body).json()
+    created = post(app, "/rpc", body).json()
     assert created["status"] == 201, created
     expected = json.loads(text)
     assert expected == "\U0001f600 \\ud800 \ufffd \u2028 \ufeff \u00e9"
-    incident = server.rpc("get", token, expect=200, id=created["data"]["id"])["data"]
+    incident = app.rpc("get", app_token, expect=200, id=created["data"]["id"])["data"]
     assert incident == created["data"]
     assert incident["description"] == expected and incident["details"] == {expected: [expected]}
-    page = server.rpc("get_all", token, expect=200, limit=1000)["data"]["incidents"]
+    page = app.rpc("get_all", app_token, expect=200, limit=1000)["data"]["incidents"]
     assert [item for item in page if item["title"] == title] == [incident]
 
 
@@ -180,11 +185,11 @@ DUPLICATE_CASES = [
 
 @pytest.mark.parametrize("where, template", DUPLICATE_CASES)
 def test_repeated_keys_are_a_400_in_every_dialect(
-    server: Server, token: str, incident_id: int, where: str, template: str
+    app: InProcess, app_token: str, incident_id: int, where: str, template: str
 ) -> None:
     dialect, path = dialect_of(where)
-    body = fill(template, server, token, incident_id)
-    status, error = refusal(post(server, path, body, header_token(dialect, token)), dialect)
+    body = fill(template, app, app_token, incident_id)
+    status, error = refusal(post(app, path, body, header_token(dialect, app_token)), dialect)
     if dialect == LEGACY:
         assert (status, error) == (400, "Invalid JSON")
     else:
@@ -192,12 +197,12 @@ def test_repeated_keys_are_a_400_in_every_dialect(
         assert "appears twice in one object" in error
 
 
-def test_a_batch_with_one_bad_element_runs_nothing(server: Server, token: str) -> None:
+def test_a_batch_with_one_bad_element_runs_nothing(app: InProcess, app_token: str) -> None:
     description = unique("never stored")
-    body = json.dumps([{"action": "create", "token": token, "description": description}])
+    body = json.dumps([{"action": "create", "token": app_token, "description": description}])
     body = body[:-1] + ', {"action": "create", "action": "create"}]'
-    assert refusal(post(server, "/rpc", body), NATIVE)[0] == 400
-    page = server.rpc("get_all", token, expect=200, limit=1000)["data"]["incidents"]
+    assert refusal(post(app, "/rpc", body), NATIVE)[0] == 400
+    page = app.rpc("get_all", app_token, expect=200, limit=1000)["data"]["incidents"]
     assert description not in {incident["description"] for incident in page}
 
 
@@ -217,11 +222,11 @@ NON_FINITE_CASES = [
 @pytest.mark.parametrize("literal", ["1e400", "-1e400", "1E999999", "-0.5e310"])
 @pytest.mark.parametrize("where, template", NON_FINITE_CASES)
 def test_numbers_beyond_a_double_are_a_400(
-    server: Server, token: str, incident_id: int, where: str, template: str, literal: str
+    app: InProcess, app_token: str, incident_id: int, where: str, template: str, literal: str
 ) -> None:
     dialect, path = dialect_of(where)
-    body = fill(template, server, token, incident_id, literal)
-    status, error = refusal(post(server, path, body, header_token(dialect, token)), dialect)
+    body = fill(template, app, app_token, incident_id, literal)
+    status, error = refusal(post(app, path, body, header_token(dialect, app_token)), dialect)
     if dialect == LEGACY:
         assert (status, error) == (400, "Invalid JSON")
     else:
@@ -238,15 +243,15 @@ def strict_json(text: str) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
-def test_pages_stay_valid_json_after_an_infinite_number_was_sent(server, token) -> None:
+def test_pages_stay_valid_json_after_an_infinite_number_was_sent(app, app_token) -> None:
     """On SQLite, 1e400 used to be stored as `Infinity`, and every page holding it
     was no JSON at all; now it is refused, and floats that fit are kept."""
     for literal in ("1e400", "-1e400"):
-        body = f'{{"action": "create", "token": {json.dumps(token)}, "description": "inf", '
+        body = f'{{"action": "create", "token": {json.dumps(app_token)}, "description": "inf", '
         body += f'"details": {{"n": {literal}}}}}'
-        assert refusal(post(server, "/rpc", body), NATIVE)[0] == 400
-    kept = server.rpc("create", token, expect=201, description="finite", details={"n": 0.25})
-    response = post(server, "/rpc", json.dumps({"action": "get_all", "token": token}))
+        assert refusal(post(app, "/rpc", body), NATIVE)[0] == 400
+    kept = app.rpc("create", app_token, expect=201, description="finite", details={"n": 0.25})
+    response = post(app, "/rpc", json.dumps({"action": "get_all", "token": app_token}))
     assert strict_json(response.text)["data"]["incidents"][0] == kept["data"]  # newest first
 
 
@@ -361,11 +366,11 @@ def with_ids(value: Any, incident_id: int) -> Any:
 
 @pytest.mark.parametrize("dialect, body, field", NUL_CASES)
 def test_nul_is_a_400_naming_the_field(
-    server: Server, token: str, incident_id: int, dialect: str, body: dict, field: str
+    app: InProcess, app_token: str, incident_id: int, dialect: str, body: dict, field: str
 ) -> None:
     body = with_ids(body, incident_id)
-    (body["params"] if dialect == JSONRPC else body)["token"] = token
-    response = post(server, "/rpc", json.dumps(body))
+    (body["params"] if dialect == JSONRPC else body)["token"] = app_token
+    response = post(app, "/rpc", json.dumps(body))
     status, _ = refusal(response, dialect)
     assert status == (-32602 if dialect == JSONRPC else 400)
     envelope = response.json()["error"]["data"] if dialect == JSONRPC else response.json()
@@ -374,9 +379,9 @@ def test_nul_is_a_400_naming_the_field(
         assert envelope["data"]["errors"]["details"] == [NUL_MESSAGE]
 
 
-def test_legacy_create_with_nul_keeps_its_sentence(server: Server, token: str) -> None:
-    body = json.dumps({"token": token, "incident": "nul\u0000", "source": "operator"})
-    answer = post(server, "/incidents/create/", body)
+def test_legacy_create_with_nul_keeps_its_sentence(app: InProcess, app_token: str) -> None:
+    body = json.dumps({"token": app_token, "incident": "nul\u0000", "source": "operator"})
+    answer = post(app, "/incidents/create/", body)
     assert refusal(answer, LEGACY) == (400, "Incident is required")
 
 
@@ -406,52 +411,52 @@ BAD_CURSORS = {
 
 @pytest.mark.parametrize("dialect", [NATIVE, JSONRPC])
 @pytest.mark.parametrize("name", BAD_CURSORS)
-def test_forged_cursors_are_a_400_naming_it(server: Server, token: str, dialect, name) -> None:
-    params = {"token": token, "cursor": BAD_CURSORS[name]}
+def test_forged_cursors_are_a_400_naming_it(app: InProcess, app_token: str, dialect, name) -> None:
+    params = {"token": app_token, "cursor": BAD_CURSORS[name]}
     body = {"action": "get_all", **params}
     if dialect == JSONRPC:
         body = {"jsonrpc": "2.0", "id": 1, "method": "get_all", "params": params}
-    response = post(server, "/rpc", json.dumps(body))
+    response = post(app, "/rpc", json.dumps(body))
     status, _ = refusal(response, dialect)
     assert status == (-32602 if dialect == JSONRPC else 400)
     envelope = response.json()["error"]["data"] if dialect == JSONRPC else response.json()
     assert envelope["data"]["errors"] == {"cursor": ["Not a cursor this service issued."]}
 
 
-def test_the_ends_of_the_calendar_are_stored_and_paged(server: Server, token: str) -> None:
+def test_the_ends_of_the_calendar_are_stored_and_paged(app: InProcess, app_token: str) -> None:
     """The first and last moments a timestamp can hold: created, read back, and paged
     through with the cursor of each, on either database."""
     owner = unique("calendar")
     name = owner[:60]
-    server.rpc("user_create", token, expect=201, username=name, password="long enough password",
+    app.rpc("user_create", app_token, expect=201, username=name, password="long enough password",
                role="reporter")  # fmt: skip
-    reporter = server.login(name, "long enough password")
+    reporter = app.login(name, "long enough password")
     ends = ["9999-12-31T23:59:59.999999+00:00", "0001-01-01T00:00:00+00:00"]
-    created = [server.rpc("create", reporter, expect=201, description=owner, date=moment)["data"]
+    created = [app.rpc("create", reporter, expect=201, description=owner, date=moment)["data"]
                for moment in ends]  # fmt: skip
     assert [incident["created_at"] for incident in created] == ends
     pages, next_cursor = [], None
     while True:
         params = {"limit": 1} | ({"cursor": next_cursor} if next_cursor else {})
-        page = server.rpc("get_all", reporter, expect=200, **params)["data"]
+        page = app.rpc("get_all", reporter, expect=200, **params)["data"]
         pages.extend(page["incidents"])
         next_cursor = page["next_cursor"]
         if next_cursor is None:
             break
     assert pages == created  # newest first: year 9999, then year 1
     last = cursor([ends[1], created[1]["id"]])
-    assert server.rpc("get_all", reporter, expect=200, cursor=last)["data"]["incidents"] == []
+    assert app.rpc("get_all", reporter, expect=200, cursor=last)["data"]["incidents"] == []
 
 
 # -- tokens whose claims are not what we sign ------------------------------------------
 
 
-def sign(server: Server, claims: dict[str, Any]) -> str:
+def sign(server: Server | InProcess, claims: dict[str, Any]) -> str:
     """A token signed exactly as the server signs, with its SECRET_KEY (conftest's)."""
     return URLSafeTimedSerializer(server.env["SECRET_KEY"], salt="incident-rpc-token").dumps(claims)
 
 
-def epoch_of_user_one(server: Server) -> int:
+def epoch_of_user_one(server: Server | InProcess) -> int:
     """The first user's (the administrator's) session epoch, read from its database."""
     engine = sqlalchemy.create_engine(server.database_url, poolclass=sqlalchemy.NullPool)
     with engine.connect() as connection:
@@ -491,9 +496,9 @@ def test_forged_claims_are_refused_in_every_dialect(server: Server, forged: str)
     assert close_of(connect(server, f"?token={forged}")) == (1008, "Invalid token")
 
 
-def test_a_well_formed_token_of_user_one_still_works(server: Server) -> None:
-    token = sign(server, {"u": 1, "e": epoch_of_user_one(server)})
-    assert server.rpc("whoami", token, expect=200)["data"]["username"] == "admin"
+def test_a_well_formed_token_of_user_one_still_works(app: InProcess) -> None:
+    app_token = sign(app, {"u": 1, "e": epoch_of_user_one(app)})
+    assert app.rpc("whoami", app_token, expect=200)["data"]["username"] == "admin"
 
 
 # -- Alertmanager: a poison alert neither holds back the others nor comes back ---------
@@ -510,40 +515,40 @@ def alert(fingerprint: str, **changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def agent(server: Server, token: str) -> str:
+def agent(app: InProcess, app_token: str) -> str:
     """An agent's API key: the webhook resolves, so it needs the agent role."""
     name = unique("bad-input-am")[:40]
-    return server.rpc("key_create", token, expect=201, name=name, role="agent")["data"]["key"]
+    return app.rpc("key_create", app_token, expect=201, name=name, role="agent")["data"]["key"]
 
 
 NUL, CLEAN = "a\u0000b", "a\ufffdb"
 URL = "http://prometheus.example/graph?g0.expr="
 
 
-def test_alertmanager_stores_an_alert_with_nul_in_its_url(server: Server, agent: str) -> None:
+def test_alertmanager_stores_an_alert_with_nul_in_its_url(app: InProcess, agent: str) -> None:
     """A NUL in generatorURL (PostgreSQL cannot store it) made the whole notification a
     500 that Alertmanager resent forever; the alert is stored with U+FFFD instead."""
     fingerprints = [unique("good"), unique("poison"), unique("other")]
     alerts = [alert(fingerprints[0]), alert(fingerprints[1], generatorURL=URL + NUL),
               alert(fingerprints[2])]  # fmt: skip
-    answer = post(server, "/integrations/alertmanager", notification(alerts), agent)
+    answer = post(app, "/integrations/alertmanager", notification(alerts), agent)
     assert answer.status_code == 200, answer.text
     entries = answer.json()["data"]["alerts"]
     assert [(e["fingerprint"], e["result"]["status"]) for e in entries] == [
         (fingerprint, 201) for fingerprint in fingerprints
     ]
-    stored = server.rpc("get", agent, expect=200, id=entries[1]["result"]["data"]["id"])["data"]
+    stored = app.rpc("get", agent, expect=200, id=entries[1]["result"]["data"]["id"])["data"]
     assert stored["details"]["generatorURL"] == URL + CLEAN
 
 
-def test_alertmanager_replaces_nul_wherever_it_is(server: Server, agent: str) -> None:
+def test_alertmanager_replaces_nul_wherever_it_is(app: InProcess, agent: str) -> None:
     """Labels (keys too), annotations and the fingerprint: the same replacement in the
     firing and the resolved alert, so the one resolves the other."""
     poison = unique("nul\u0000print")
     firing = alert(poison, generatorURL=URL + NUL,
                    labels={"alertname": NUL, f"key{NUL}": NUL, "severity": "critical"},
                    annotations={"summary": NUL, "description": f"description {NUL}"})  # fmt: skip
-    answer = post(server, "/integrations/alertmanager", notification([firing]), agent)
+    answer = post(app, "/integrations/alertmanager", notification([firing]), agent)
     assert answer.status_code == 200, answer.text
     stored = answer.json()["data"]["alerts"][0]["result"]["data"]
     assert stored["dedup_key"] == f"alertmanager:{poison.replace(chr(0), chr(0xFFFD))}"
@@ -551,11 +556,11 @@ def test_alertmanager_replaces_nul_wherever_it_is(server: Server, agent: str) ->
     assert stored["details"]["generatorURL"] == URL + CLEAN
     assert stored["details"]["labels"] == {"alertname": CLEAN, f"key{CLEAN}": CLEAN,
                                            "severity": "critical"}  # fmt: skip
-    assert server.rpc("get", agent, expect=200, id=stored["id"])["data"] == stored
-    again = post(server, "/integrations/alertmanager", notification([firing]), agent)
+    assert app.rpc("get", agent, expect=200, id=stored["id"])["data"] == stored
+    again = post(app, "/integrations/alertmanager", notification([firing]), agent)
     assert again.json()["data"]["alerts"][0]["result"]["data"]["occurrences"] == 2
     resolved = notification([{**firing, "status": "resolved"}])
-    done = post(server, "/integrations/alertmanager", resolved, agent).json()
+    done = post(app, "/integrations/alertmanager", resolved, agent).json()
     assert done["data"]["alerts"][0]["result"]["data"]["ids"] == [stored["id"]]
 
 
@@ -570,11 +575,11 @@ def test_alertmanager_replaces_nul_wherever_it_is(server: Server, agent: str) ->
         {"startsAt": "9999-12-31T23:59:59-14:00"},  # past year 9999 in UTC
     ],
 )
-def test_alertmanager_refuses_an_invalid_alert_alone(server, agent: str, poison: dict) -> None:
+def test_alertmanager_refuses_an_invalid_alert_alone(app, agent: str, poison: dict) -> None:
     """The others are stored; the answer is a 400, which Alertmanager does not resend."""
     first, second = unique("first"), unique("second")
     alerts = [alert(first), {**alert(unique("poison")), **poison}, alert(second), 7]
-    answer = post(server, "/integrations/alertmanager", notification(alerts), agent)
+    answer = post(app, "/integrations/alertmanager", notification(alerts), agent)
     status, error = refusal(answer, ALERTMANAGER)
     assert (status, error) == (400, "2 of 4 alerts refused as invalid; the others stored")
     entries = answer.json()["data"]["alerts"]
@@ -582,5 +587,5 @@ def test_alertmanager_refuses_an_invalid_alert_alone(server, agent: str, poison:
     assert [entry["fingerprint"] for entry in entries] == [first, alerts[1]["fingerprint"],
                                                           second, None]  # fmt: skip
     for entry in entries[::2]:
-        stored = server.rpc("get", agent, expect=200, id=entry["result"]["data"]["id"])["data"]
+        stored = app.rpc("get", agent, expect=200, id=entry["result"]["data"]["id"])["data"]
         assert stored["dedup_key"] == f"alertmanager:{entry['fingerprint']}"

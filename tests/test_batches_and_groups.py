@@ -10,7 +10,6 @@ SQLite and PostgreSQL:
 
 import itertools
 import json
-import socket
 import threading
 import time
 import uuid
@@ -21,8 +20,8 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy
-from support import Server
-from test_grouping import TableLock  # holds a create's INSERT behind a table lock
+from queueing import RawRequest, TableLock, wait_until_read
+from support import Server, wait_for
 
 from incident_rpc.events.journal import ID_SHIFT
 
@@ -214,59 +213,6 @@ def test_jsonrpc_batch_of_creates_of_every_shape(one_worker: Server, admin: str)
 # ids (an event id is its transaction's id shifted left, events.ID_SHIFT).
 
 
-class RawRequest:
-    """One POST /rpc on a socket of its own: sent now, its answer read later."""
-
-    def __init__(self, server: Server, body: Any, token: str | None = None) -> None:
-        payload = json.dumps(body).encode()
-        auth = f"Authorization: Bearer {token}\r\n" if token else ""
-        head = (f"POST /rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"{auth}Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n")  # fmt: skip
-        self.socket = socket.create_connection(("127.0.0.1", server.port), timeout=60)
-        self.socket.sendall(head.encode() + payload)
-        self.port = self.socket.getsockname()[1]
-
-    def answer(self) -> dict[str, Any]:
-        received = b""
-        while chunk := self.socket.recv(65536):
-            received += chunk
-        self.socket.close()
-        head, _, body = received.partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        envelope = json.loads(body)
-        assert status == envelope["status"], envelope
-        return envelope
-
-
-def _tcp_sockets() -> dict[tuple[int, int], tuple[int, int]]:
-    """IPv4 TCP sockets by (local port, remote port): (tx_queue, rx_queue) bytes."""
-    found = {}
-    with open("/proc/net/tcp") as table:
-        for line in table.readlines()[1:]:
-            fields = line.split()
-            local, remote, queues = fields[1], fields[2], fields[4]
-            tx, rx = (int(part, 16) for part in queues.split(":"))
-            found[int(local.split(":")[1], 16), int(remote.split(":")[1], 16)] = (tx, rx)
-    return found
-
-
-def wait_until_read(server: Server, sent: list[RawRequest], seconds: float = 30) -> None:
-    """Until the server's worker has read every byte of these requests: each socket's
-    bytes acknowledged (client tx_queue 0) and taken by the worker (server rx_queue 0).
-    A gevent worker runs a request it has read until it waits: here, in the queue."""
-    deadline = time.monotonic() + seconds
-    while True:
-        table = _tcp_sockets()
-        if all(
-            table.get((request.port, server.port), (1, 0))[0] == 0
-            and table.get((server.port, request.port), (0, 1))[1] == 0
-            for request in sent
-        ):
-            return
-        assert time.monotonic() < deadline, "the worker did not read the queued requests"
-        time.sleep(0.02)
-
-
 def grouped(server: Server, token: str, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Send `commands` as separate requests (every other one with `token` in the header
     rather than in the body) while a first create waits on the lock, wait until the
@@ -276,10 +222,7 @@ def grouped(server: Server, token: str, commands: list[dict[str, Any]]) -> list[
     with TableLock(server) as lock:
         holder = threading.Thread(target=lambda: first.update(post(server, holder_command).json()))
         holder.start()
-        deadline = time.monotonic() + 30
-        while lock.waiting() == 0:
-            assert time.monotonic() < deadline, "the first create never reached the lock"
-            time.sleep(0.02)
+        wait_for(lock.waiting, 30, "the first create never reached the lock")
         sent = [
             RawRequest(server, {**command, "token": token})
             if n % 2

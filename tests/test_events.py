@@ -23,8 +23,11 @@ import pytest
 import requests
 import websocket
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from queueing import CLOSE_WAIT, ESTABLISHED, read_by_server, tcp_sockets
 from sqlalchemy import create_engine, text
-from support import Server
+from support import Server, wait_for
+
+from incident_rpc.events.fanout import LISTENER_NAME
 
 TIMEOUT = 15  # seconds any single socket read may take before the test fails
 EVENT_KEYS = {"type", "id", "at", "actor", "data"}
@@ -313,13 +316,21 @@ def test_idle_sockets_are_pinged_and_dead_peers_dropped(single: Server, single_t
     assert opcode == websocket.ABNF.OPCODE_PING
     dead = [connect(single, single_token) for _ in range(10)]  # never read, never answer
     assert client_connections(single) >= held_before + 11
-    time.sleep(4)  # two ping intervals and then some
+    ports = [ws.sock.getsockname()[1] for ws in dead]
+    wait_for(lambda: closed_by_server(single, ports), 15, "the dead peers were not dropped")
     for ws in dead:
         greeting(ws)
         assert close_of(ws) == (1008, "Ping/Pong timeout")
     idle.close()
-    time.sleep(1)
-    assert client_connections(single) <= held_before  # the workers let go of every socket
+    wait_for(lambda: client_connections(single) <= held_before, 10,
+             "the workers did not let go of every socket")  # fmt: skip
+
+
+def closed_by_server(server: Server, client_ports: list[int]) -> bool:
+    """Whether the server has closed its end of each of these connections (the
+    client's end is then in CLOSE_WAIT, its unread frames still there to read)."""
+    states = {entry.local: entry.state for entry in tcp_sockets() if entry.remote == server.port}
+    return all(states.get(port) == CLOSE_WAIT for port in client_ports)
 
 
 def client_connections(server: Server) -> int:
@@ -357,10 +368,15 @@ def test_a_slow_subscriber_is_closed_and_others_carry_on(new_database_url, tmp_p
             (socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536),
             (socket.SOL_SOCKET, socket.SO_RCVBUF, 1),
         ]
-        slow = connect(server, token, since=since, sockopt=small_buffers)  # reads nothing yet
+        slow = connect(server, token, since=since, sockopt=small_buffers)  # reads little yet
         # Both live before the flood: a socket still replaying would get every event from
         # the log (its replay starts over when its queue overflows) and never be closed.
-        time.sleep(1)
+        # A first event, created now, reaches both: they have replayed and are live.
+        assert greeting(slow) == since
+        server.rpc("create", token, expect=201, description="both live")
+        since = last_logged_id(server.database_url)
+        for ws in (fast, slow):
+            assert next_event(ws)["id"] == since
         fast_received: list[dict[str, Any]] = []
         reader = Background(lambda: fast_received.extend(next_event(fast) for _ in range(80)))
         reader.start()
@@ -370,7 +386,6 @@ def test_a_slow_subscriber_is_closed_and_others_carry_on(new_database_url, tmp_p
         ids = logged_ids(server.database_url, since)
         assert [event["id"] for event in fast_received] == ids
         slow_received: list[int] = []
-        assert greeting(slow) == since
         while True:
             frame = slow.recv_frame()
             if frame.opcode != websocket.ABNF.OPCODE_TEXT:
@@ -512,8 +527,19 @@ def test_a_younger_transactions_events_wait_for_an_older_one(
     with app.app_context():
         first_id = open_transaction_with_an_event("T1, slow to commit")
         answer = single.rpc("create", single_token, expect=201, description="T2")
+        t2_committed = database_now(single.database_url)
         assert logged_ids(single.database_url, since)[-1] > first_id  # T2's, committed
-        time.sleep(1)  # time enough for the listeners' reads (held back: from 2 ms on)
+
+        # Nothing can arrive as a sign (every later event waits behind T1 as well): wait
+        # until every listener has read the log since T2 committed, and held it back,
+        # reading the socket meanwhile (its pongs keep it open; no event may come).
+        def held_back() -> bool:
+            ws.settimeout(0.05)
+            with pytest.raises(websocket.WebSocketTimeoutException):
+                next_event(ws)
+            return listeners_read_since(single.database_url, t2_committed)
+
+        wait_for(held_back, 10, "the listeners did not read the log after T2's commit")
         ws.settimeout(0.5)  # below the ping interval: a ping must not look like an event
         with pytest.raises(websocket.WebSocketTimeoutException):
             next_event(ws)  # held back behind T1
@@ -530,6 +556,43 @@ def test_a_younger_transactions_events_wait_for_an_older_one(
     assert [event["id"] for event in received] == ids
     assert received[-1]["data"] == answer["data"]
     ws.close()
+
+
+def database_now(database_url: str) -> Any:
+    """The database server's clock."""
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        now = connection.execute(text("SELECT clock_timestamp()")).scalar_one()
+    engine.dispose()
+    return now
+
+
+def listeners_read_since(database_url: str, moment: Any) -> bool:
+    """Whether every events listener of this database has run a read that started
+    after `moment` and has finished it (pg_stat_activity, by application_name)."""
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        starts = (
+            connection.execute(
+                text(
+                    "SELECT query_start FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND application_name = :name AND state = 'idle'"
+                    " AND query NOT LIKE 'LISTEN%' AND query NOT LIKE 'SET%'"
+                ),
+                {"name": LISTENER_NAME},
+            )
+            .scalars()
+            .all()
+        )
+        listening = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = :name"
+            ),
+            {"name": LISTENER_NAME},
+        ).scalar_one()
+    engine.dispose()
+    return bool(starts) and len(starts) == listening and all(start > moment for start in starts)
 
 
 def test_one_transaction_numbers_at_most_2_to_the_16_events(single: Server):
@@ -554,7 +617,7 @@ def test_one_transaction_numbers_at_most_2_to_the_16_events(single: Server):
         incident = dict.fromkeys(incident_out.fields, None) | {"id": 0, "description": "over"}
         journal.record("updated", incident, "test")
         with pytest.raises(journal.TooManyEvents) as refused:
-            transaction.commit()
+            transaction.commit()  # the one commit step: it writes the events
         assert refused.value.status == 413
         transaction.rollback()
         db.session.remove()
@@ -645,6 +708,7 @@ def test_queued_requests_leave_the_probes_and_the_channel_alone(postgres, tmp_pa
                     HTTP_CONCURRENCY="1").start()  # fmt: skip
     try:
         token = server.login()
+        server.session.close()  # from here on, the creates' connections are the only ones
         app = in_process_app(server)
         with app.app_context():
             held = open_transaction_with_an_event("holds up the creates")
@@ -652,7 +716,14 @@ def test_queued_requests_leave_the_probes_and_the_channel_alone(postgres, tmp_pa
             creates = [Background(write_rounds, server, token, 1) for _ in range(2)]
             for create in creates:
                 create.start()
-            time.sleep(1)
+
+            # They queue: the first waits for the lock, the worker has read the second.
+            def queued() -> bool:
+                return (
+                    waiting_for_a_lock(server.database_url) == 1 and len(read_requests(server)) == 2
+                )
+
+            wait_for(queued, 30, "the creates did not queue")
             assert all(create.is_alive() for create in creates)
             assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
             ws = connect(server, token, since=held - 1)  # authenticates while they wait
@@ -666,6 +737,27 @@ def test_queued_requests_leave_the_probes_and_the_channel_alone(postgres, tmp_pa
         ws.close()
     finally:
         server.stop()
+
+
+def waiting_for_a_lock(database_url: str) -> int:
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        count = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    return count
+
+
+def read_requests(server: Server) -> list[int]:
+    """The client ports of the open connections to the server whose every byte the
+    worker has read."""
+    ports = [entry.local for entry in tcp_sockets()
+             if entry.remote == server.port and entry.state == ESTABLISHED]  # fmt: skip
+    return [port for port in ports if read_by_server(server, [port])]
 
 
 def insert_quietly(database_url: str) -> None:
@@ -685,6 +777,16 @@ def insert_quietly(database_url: str) -> None:
     engine.dispose()
 
 
+def live(sockets: list[websocket.WebSocket], server: Server, token: str) -> int:
+    """Create an incident and read its event on every socket: each has replayed what
+    it was owed and follows live. The event's id."""
+    server.rpc("create", token, expect=201, description="marks the sockets live")
+    marker = last_logged_id(server.database_url)
+    for ws in sockets:
+        assert events_until(ws, marker)[-1]["id"] == marker
+    return marker
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("then", ["nothing", "a notified event"])
 def test_an_event_without_a_notification_still_arrives(cluster, cluster_token, then):
@@ -692,7 +794,7 @@ def test_an_event_without_a_notification_still_arrives(cluster, cluster_token, t
     delivers it in order with whatever came after it."""
     since = last_logged_id(cluster[0].database_url)
     sockets = [connect(server, cluster_token, since=since) for server in cluster]
-    time.sleep(0.5)  # subscribed and caught up: what follows comes live
+    since = live(sockets, cluster[1], cluster_token)  # what follows comes live
     insert_quietly(cluster[0].database_url)
     if then == "a notified event":
         cluster[1].rpc("create", cluster_token, expect=201, description="notified")
@@ -708,7 +810,8 @@ def test_an_event_without_a_notification_still_arrives(cluster, cluster_token, t
 def test_listeners_reconnect_and_catch_up_after_losing_their_connection(cluster, cluster_token):
     since = last_logged_id(cluster[0].database_url)
     sockets = [connect(server, cluster_token, since=since) for server in cluster for _ in range(2)]
-    time.sleep(0.5)  # every listener is up
+    for ws in sockets:  # a worker greets once its listener is up (on PostgreSQL)
+        greeting(ws)
     engine = create_engine(cluster[0].database_url)
     with engine.begin() as connection:
         ended = connection.execute(
@@ -741,7 +844,7 @@ def test_the_doorbell_reconnects_after_losing_its_connection(postgres, tmp_path_
     try:
         token = writer.login()
         ws = connect(reader, token)
-        time.sleep(0.5)  # subscribed: what follows comes live
+        greeting(ws)  # subscribed: what follows comes live
         first = writer.rpc("create", token, expect=201, description="rings")["data"]
         ws.settimeout(5)
         assert next_event(ws)["data"] == first  # the doorbell works, and now exists

@@ -1,4 +1,4 @@
-"""Group commit (incident_rpc/grouping.py): creates that arrive together share one
+"""Group commit (incident_rpc/dispatch/group_commit.py): creates that arrive together share one
 commit, and each still gets the answer, the row and the event it would get alone.
 
 On PostgreSQL a test holds a lock on the incidents table so that one create waits
@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import psycopg2
 import pytest
 import requests
 import sqlalchemy
-from support import Server
+from queueing import RawRequest, TableLock, wait_until_read
+from support import Server, wait_for
 
 from incident_rpc.events.journal import ID_SHIFT
 
@@ -105,39 +105,6 @@ def test_concurrent_creates_each_get_their_own_answer(one_worker: Server) -> Non
 # --- PostgreSQL: a queue held behind a lock ------------------------------------------
 
 
-class TableLock:
-    """Holds `LOCK TABLE incidents` so that a create's INSERT waits for it."""
-
-    def __init__(self, server: Server) -> None:
-        url = sqlalchemy.engine.make_url(server.database_url)
-        self.database = url.database
-        self.params = {"host": url.host, "port": url.port, "user": url.username,
-                       "dbname": url.database}  # fmt: skip
-        self.connection = psycopg2.connect(**self.params)
-
-    def __enter__(self) -> "TableLock":
-        with self.connection.cursor() as cursor:
-            cursor.execute("LOCK TABLE incidents IN EXCLUSIVE MODE")
-        return self
-
-    def waiting(self) -> int:
-        """How many sessions of the database wait for a lock."""
-        watcher = psycopg2.connect(**self.params)
-        with watcher.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-                " AND wait_event_type = 'Lock'",
-                (self.database,),
-            )
-            (count,) = cursor.fetchone()
-        watcher.close()
-        return count
-
-    def __exit__(self, *exc: object) -> None:
-        self.connection.rollback()
-        self.connection.close()
-
-
 def queue_behind_a_lock(
     server: Server, commands: list[dict[str, Any]], while_held: Callable[[], None] = lambda: None
 ) -> tuple[Any, list[Any]]:
@@ -150,17 +117,12 @@ def queue_behind_a_lock(
     with TableLock(server) as lock:
         holder = threading.Thread(target=lambda: first.update(post(server, command)))
         holder.start()
-        deadline = time.monotonic() + 10
-        while lock.waiting() == 0:
-            assert time.monotonic() < deadline, "the first create never reached the lock"
-            time.sleep(0.02)
-        pool = ThreadPoolExecutor(len(commands))
-        pending = [pool.submit(post, server, command) for command in commands]
-        time.sleep(0.5)  # they arrive and queue behind the first
+        wait_for(lock.waiting, 10, "the first create never reached the lock")
+        sent = [RawRequest(server, command) for command in commands]
+        wait_until_read(server, sent)  # they have arrived and queue behind the first
         while_held()
     holder.join(30)
-    answers = [future.result(30) for future in pending]
-    pool.shutdown()
+    answers = [request.answer() for request in sent]
     return first, answers
 
 

@@ -1,6 +1,7 @@
 """Monitoring intake end to end (contract section 8): batches, JSON-RPC 2.0, describe,
-dedup_key, request_id, bulk actions and the Alertmanager webhook, on a real gunicorn
-over SQLite and PostgreSQL. The real prometheus-alertmanager test is at the end.
+dedup_key, request_id, bulk actions and the Alertmanager webhook, on SQLite and
+PostgreSQL: the JSON-RPC and validation tables on the in-process app, the rest on a real
+gunicorn. The real prometheus-alertmanager test is at the end.
 """
 
 import copy
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 import sqlalchemy
-from support import ROOT, Server, free_port, system_tool
+from support import ROOT, InProcess, Server, free_port, system_tool
 
 PASSWORD = "a-password-for-intake-tests"
 RECORDED = ROOT / "tests" / "testdata" / "alertmanager"
@@ -55,16 +56,18 @@ def event_types(server: Server, incident_id: int) -> list[str]:
         return [row.type for row in rows]
 
 
-def post_json(server: Server, body: Any, token: str | None = None, content_type: str = ""):
+def post_json(
+    server: Server | InProcess, body: Any, token: str | None = None, content_type: str = ""
+):
     """Post a body as it is (str) or as JSON; answers the raw HTTP response."""
     headers = {"Content-Type": content_type or "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = body if isinstance(body, str) else json.dumps(body)
-    return server.session.post(f"{server.url}/rpc", data=data, headers=headers, timeout=60)
+    return server.post("/rpc", data, headers=headers)
 
 
-def jsonrpc(server: Server, body: Any, token: str | None = None) -> requests.Response:
+def jsonrpc(server: Server | InProcess, body: Any, token: str | None = None) -> requests.Response:
     """As a JSON-RPC client following the JSON-RPC over HTTP convention would post."""
     return post_json(server, body, token, JSONRPC_TYPE)
 
@@ -91,7 +94,9 @@ def tight(new_database_url, tmp_path_factory) -> Iterator[Server]:
     running.stop()
 
 
-def create(server: Server, token: str, expect: int = 201, **params: Any) -> dict[str, Any]:
+def create(
+    server: Server | InProcess, token: str, expect: int = 201, **params: Any
+) -> dict[str, Any]:
     params.setdefault("description", "Scooter 875643 offline")
     return server.rpc("create", token, expect=expect, **params)["data"]
 
@@ -125,8 +130,8 @@ def test_batch_token_in_the_header(server: Server, token: str) -> None:
     assert answers[0]["status"] == 201 and answers[1]["status"] in (200, 404)
 
 
-def test_empty_batch_is_400(server: Server) -> None:
-    response = post_json(server, [])
+def test_empty_batch_is_400(app: InProcess) -> None:
+    response = post_json(app, [])
     assert response.status_code == 400 and response.json()["status"] == 400
 
 
@@ -265,43 +270,43 @@ def test_max_batch_is_a_setting(tight: Server) -> None:
 # in the Authorization header, as a JSON-RPC client would send it.
 
 
-def test_spec_call_with_positional_parameters(server: Server, token: str) -> None:
-    first, second = create(server, token), create(server, token, description="other")
+def test_spec_call_with_positional_parameters(app: InProcess, app_token: str) -> None:
+    first, second = create(app, app_token), create(app, app_token, description="other")
     response = jsonrpc(
-        server, {"jsonrpc": "2.0", "method": "get", "params": [first["id"]], "id": 1}, token
+        app, {"jsonrpc": "2.0", "method": "get", "params": [first["id"]], "id": 1}, app_token
     )
     assert response.status_code == 200
     assert response.json() == {"jsonrpc": "2.0", "result": first, "id": 1}
     answer = jsonrpc(
-        server, {"jsonrpc": "2.0", "method": "get", "params": [second["id"]], "id": 2}, token
+        app, {"jsonrpc": "2.0", "method": "get", "params": [second["id"]], "id": 2}, app_token
     )
     assert answer.json() == {"jsonrpc": "2.0", "result": second, "id": 2}
 
 
-def test_spec_call_with_named_parameters(server: Server, token: str) -> None:
-    incident = create(server, token)
-    for request_id, params in ((3, {"id": incident["id"], "token": token}),
-                               (4, {"token": token, "id": incident["id"]})):  # fmt: skip
+def test_spec_call_with_named_parameters(app: InProcess, app_token: str) -> None:
+    incident = create(app, app_token)
+    for request_id, params in ((3, {"id": incident["id"], "token": app_token}),
+                               (4, {"token": app_token, "id": incident["id"]})):  # fmt: skip
         body = {"jsonrpc": "2.0", "method": "get", "params": params, "id": request_id}
-        assert jsonrpc(server, body).json() == {
+        assert jsonrpc(app, body).json() == {
             "jsonrpc": "2.0",
             "result": incident,
             "id": request_id,
         }
 
 
-def test_spec_notifications(server: Server, token: str) -> None:
-    incident = create(server, token)
+def test_spec_notifications(app: InProcess, app_token: str) -> None:
+    incident = create(app, app_token)
     params = {"id": incident["id"], "status": "processing"}
-    response = jsonrpc(server, {"jsonrpc": "2.0", "method": "update", "params": params}, token)
+    response = jsonrpc(app, {"jsonrpc": "2.0", "method": "update", "params": params}, app_token)
     assert response.status_code == 204 and response.content == b""
-    assert server.rpc("get", token, id=incident["id"])["data"]["status"] == "processing"
-    response = jsonrpc(server, {"jsonrpc": "2.0", "method": "foobar"}, token)
+    assert app.rpc("get", app_token, id=incident["id"])["data"]["status"] == "processing"
+    response = jsonrpc(app, {"jsonrpc": "2.0", "method": "foobar"}, app_token)
     assert response.status_code == 204 and response.content == b""
 
 
-def test_spec_call_of_non_existent_method(server: Server) -> None:
-    answer = jsonrpc(server, {"jsonrpc": "2.0", "method": "foobar", "id": "1"}).json()
+def test_spec_call_of_non_existent_method(app: InProcess) -> None:
+    answer = jsonrpc(app, {"jsonrpc": "2.0", "method": "foobar", "id": "1"}).json()
     assert answer == {
         "jsonrpc": "2.0", "error": {"code": -32601, "message": "Method not found"}, "id": "1"
     }  # fmt: skip
@@ -311,39 +316,39 @@ PARSE_ERROR = {"jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse err
 INVALID = {"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request"}, "id": None}
 
 
-def test_spec_call_with_invalid_json(server: Server) -> None:
+def test_spec_call_with_invalid_json(app: InProcess) -> None:
     body = '{"jsonrpc": "2.0", "method": "foobar, "params": "bar", "baz]'
     for content_type in (JSONRPC_TYPE, "application/json"):  # "jsonrpc" in it is enough
-        response = post_json(server, body, content_type=content_type)
+        response = post_json(app, body, content_type=content_type)
         assert response.status_code == 200 and response.json() == PARSE_ERROR
 
 
-def test_spec_call_with_invalid_request_object(server: Server) -> None:
-    assert jsonrpc(server, '{"jsonrpc": "2.0", "method": 1, "params": "bar"}').json() == INVALID
+def test_spec_call_with_invalid_request_object(app: InProcess) -> None:
+    assert jsonrpc(app, '{"jsonrpc": "2.0", "method": 1, "params": "bar"}').json() == INVALID
 
 
-def test_spec_batch_with_invalid_json(server: Server) -> None:
+def test_spec_batch_with_invalid_json(app: InProcess) -> None:
     body = (
         '[ {"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"},'
         ' {"jsonrpc": "2.0", "method" ]'
     )
-    assert jsonrpc(server, body).json() == PARSE_ERROR
+    assert jsonrpc(app, body).json() == PARSE_ERROR
 
 
-def test_spec_call_with_an_empty_array(server: Server) -> None:
-    assert jsonrpc(server, "[]").json() == INVALID
+def test_spec_call_with_an_empty_array(app: InProcess) -> None:
+    assert jsonrpc(app, "[]").json() == INVALID
 
 
-def test_spec_invalid_batch_but_not_empty(server: Server) -> None:
-    assert jsonrpc(server, "[1]").json() == [INVALID]
+def test_spec_invalid_batch_but_not_empty(app: InProcess) -> None:
+    assert jsonrpc(app, "[1]").json() == [INVALID]
 
 
-def test_spec_invalid_batch(server: Server) -> None:
-    assert jsonrpc(server, "[1,2,3]").json() == [INVALID, INVALID, INVALID]
+def test_spec_invalid_batch(app: InProcess) -> None:
+    assert jsonrpc(app, "[1,2,3]").json() == [INVALID, INVALID, INVALID]
 
 
-def test_spec_batch_call(server: Server, token: str) -> None:
-    first, second = create(server, token), create(server, token, description="second")
+def test_spec_batch_call(app: InProcess, app_token: str) -> None:
+    first, second = create(app, app_token), create(app, app_token, description="second")
     hello = unique("hello")
     batch = [
         {"jsonrpc": "2.0", "method": "get", "params": [first["id"]], "id": "1"},
@@ -353,7 +358,7 @@ def test_spec_batch_call(server: Server, token: str) -> None:
         {"jsonrpc": "2.0", "method": "foo.get", "params": {"name": "myself"}, "id": "5"},
         {"jsonrpc": "2.0", "method": "describe", "id": "9"},
     ]
-    response = jsonrpc(server, batch, token)
+    response = jsonrpc(app, batch, app_token)
     assert response.status_code == 200
     answers = response.json()
     assert answers[:4] == [
@@ -364,24 +369,26 @@ def test_spec_batch_call(server: Server, token: str) -> None:
     ]
     assert answers[4]["id"] == "9" and answers[4]["result"]["openrpc"]
     assert len(answers) == 5
-    assert create(server, token, expect=200, dedup_key=hello)["occurrences"] == 2  # it ran
+    assert create(app, app_token, expect=200, dedup_key=hello)["occurrences"] == 2  # it ran
 
 
-def test_spec_batch_of_notifications_only(server: Server, token: str) -> None:
+def test_spec_batch_of_notifications_only(app: InProcess, app_token: str) -> None:
     key = unique("notified")
     batch = [
         {"jsonrpc": "2.0", "method": "create", "params": {"description": "a", "dedup_key": key}},
         {"jsonrpc": "2.0", "method": "create", "params": {"description": "a", "dedup_key": key}},
     ]
-    response = jsonrpc(server, batch, token)
+    response = jsonrpc(app, batch, app_token)
     assert response.status_code == 204 and response.content == b""
-    assert create(server, token, expect=200, dedup_key=key)["occurrences"] == 3
+    assert create(app, app_token, expect=200, dedup_key=key)["occurrences"] == 3
 
 
 # --- JSON-RPC 2.0: our errors and the rest of the dialect -------------------------
 
 
-def call(server: Server, method: str, params: Any = None, token: str | None = None) -> dict:
+def call(
+    server: Server | InProcess, method: str, params: Any = None, token: str | None = None
+) -> dict:
     body: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": 42}
     if params is not None:
         body["params"] = params
@@ -404,8 +411,8 @@ def call(server: Server, method: str, params: Any = None, token: str | None = No
         ("get", [1, 2, 3, 4], -32602, 400),
     ],
 )
-def test_jsonrpc_errors_carry_the_envelope(server, token, method, params, code, status) -> None:
-    error = call(server, method, params, token)["error"]
+def test_jsonrpc_errors_carry_the_envelope(app, app_token, method, params, code, status) -> None:
+    error = call(app, method, params, app_token)["error"]
     assert error["code"] == code
     assert error["data"]["status"] == status and error["data"]["success"] is False
     if code == -32602:
@@ -434,21 +441,21 @@ def test_jsonrpc_server_range_codes(server: Server, token: str, reporter: str) -
         {"jsonrpc": "2.0", "method": "get", "id": 1, "token": "belongs in params"},
     ],
 )
-def test_jsonrpc_invalid_requests(server: Server, body: dict) -> None:
-    answer = post_json(server, body).json()
+def test_jsonrpc_invalid_requests(app: InProcess, body: dict) -> None:
+    answer = post_json(app, body).json()
     assert answer["error"] == {"code": -32600, "message": "Invalid Request"}
 
 
 @pytest.mark.parametrize("request_id", ["abc", 0, -5, 2**70, 1.5, None])
-def test_jsonrpc_echoes_the_id(server: Server, request_id: Any) -> None:
+def test_jsonrpc_echoes_the_id(app: InProcess, request_id: Any) -> None:
     body = {"jsonrpc": "2.0", "method": "describe", "id": request_id}
-    answer = post_json(server, body).json()
+    answer = post_json(app, body).json()
     assert answer["id"] == request_id and "result" in answer
 
 
-def test_jsonrpc_failing_notification_answers_nothing(server: Server) -> None:
+def test_jsonrpc_failing_notification_answers_nothing(app: InProcess) -> None:
     body = {"jsonrpc": "2.0", "method": "get", "params": {"id": 1}}  # no token: fails
-    response = post_json(server, body)
+    response = post_json(app, body)
     assert response.status_code == 204 and response.content == b""
 
 
@@ -477,11 +484,11 @@ def test_jsonrpc_batch_over_max_batch(tight: Server) -> None:
 # --- describe / rpc.discover ------------------------------------------------------
 
 
-def test_describe_lists_every_action_with_its_params(server: Server) -> None:
+def test_describe_lists_every_action_with_its_params(app: InProcess) -> None:
     import incident_rpc.actions  # noqa: F401  (importing it registers every action)
     from incident_rpc.dispatch.registry import ACTIONS
 
-    document = server.rpc("describe", expect=200)["data"]
+    document = app.rpc("describe", expect=200)["data"]
     assert document["openrpc"].startswith("1.")
     methods = {m["name"]: m for m in document["methods"]}
     enabled = {name: spec for name, spec in ACTIONS.items() if not spec.enabled_by}
@@ -499,22 +506,22 @@ def test_describe_lists_every_action_with_its_params(server: Server) -> None:
     assert {"ids", "filter"} <= {p["name"] for p in methods["resolve_many"]["params"]}
 
 
-def test_rpc_discover_is_describe(server: Server) -> None:
-    described = server.rpc("describe", expect=200)["data"]
-    assert call(server, "rpc.discover")["result"] == described
-    assert call(server, "rpc.other")["error"]["code"] == -32601
+def test_rpc_discover_is_describe(app: InProcess) -> None:
+    described = app.rpc("describe", expect=200)["data"]
+    assert call(app, "rpc.discover")["result"] == described
+    assert call(app, "rpc.other")["error"]["code"] == -32601
 
 
-def test_positional_params_follow_the_described_order(server: Server, token: str) -> None:
+def test_positional_params_follow_the_described_order(app: InProcess, app_token: str) -> None:
     """By position, parameters are taken in the order that describe lists them."""
-    methods = {m["name"]: m for m in server.rpc("describe")["data"]["methods"]}
+    methods = {m["name"]: m for m in app.rpc("describe")["data"]["methods"]}
     names = [p["name"] for p in methods["create"]["params"]]
     assert names[:3] == ["title", "description", "severity"]
-    result = call(server, "create", [None, "by position", "high"], token)["result"]
+    result = call(app, "create", [None, "by position", "high"], app_token)["result"]
     assert (result["title"], result["description"], result["severity"]) == (
         None, "by position", "high",
     )  # fmt: skip
-    too_many = call(server, "create", [None, "x"] + [None] * len(names), token)["error"]
+    too_many = call(app, "create", [None, "x"] + [None] * len(names), app_token)["error"]
     assert too_many["code"] == -32602
 
 
@@ -526,7 +533,7 @@ def test_dedup_repeats_the_open_incident(server: Server, token: str) -> None:
     first = create(server, token, dedup_key=key, severity="high")
     assert first["dedup_key"] == key and first["occurrences"] == 1
     assert first["last_seen_at"] >= first["created_at"]
-    time.sleep(0.01)
+    time.sleep(0.01)  # about time itself: a later clock reading for last_seen_at
     second = create(server, token, expect=200, dedup_key=key, description="again")
     assert second["id"] == first["id"] and second["occurrences"] == 2
     assert second["last_seen_at"] > first["last_seen_at"]
@@ -564,11 +571,11 @@ def test_dedup_key_of_an_incident_the_caller_cannot_read(server, token, reporter
     assert create(server, reporter, expect=200, dedup_key=mine["dedup_key"])["occurrences"] == 2
 
 
-def test_dedup_key_validation(server: Server, token: str) -> None:
+def test_dedup_key_validation(app: InProcess, app_token: str) -> None:
     for bad in ("", "   ", "x" * 256, 5, "nul\x00"):
-        errors = server.rpc("create", token, expect=400, description="x", dedup_key=bad)
+        errors = app.rpc("create", app_token, expect=400, description="x", dedup_key=bad)
         assert "dedup_key" in errors["data"]["errors"]
-    assert create(server, token, dedup_key="x" * 255)["dedup_key"] == "x" * 255
+    assert create(app, app_token, dedup_key="x" * 255)["dedup_key"] == "x" * 255
 
 
 def test_without_dedup_key_every_create_is_new(server: Server, token: str) -> None:
@@ -682,13 +689,13 @@ def test_a_failure_is_not_remembered(server: Server, token: str) -> None:
 
 
 @pytest.mark.parametrize("bad", ["", "  ", "x" * 256, 12, None, ["a"]])
-def test_request_id_validation(server: Server, token: str, bad: Any) -> None:
-    answer = server.rpc("create", token, expect=400, description="x", request_id=bad)
+def test_request_id_validation(app: InProcess, app_token: str, bad: Any) -> None:
+    answer = app.rpc("create", app_token, expect=400, description="x", request_id=bad)
     assert "request_id" in answer["data"]["errors"]
 
 
-def test_request_id_only_on_changing_actions(server: Server, token: str) -> None:
-    answer = server.rpc("get", token, expect=400, id=1, request_id=unique("req"))
+def test_request_id_only_on_changing_actions(app: InProcess, app_token: str) -> None:
+    answer = app.rpc("get", app_token, expect=400, id=1, request_id=unique("req"))
     assert "request_id" in answer["data"]["errors"]
 
 
@@ -709,7 +716,7 @@ def test_request_id_expires(tight: Server) -> None:
     token, request_id = tight.login(), unique("req")
     first = create(tight, token, request_id=request_id)
     assert create(tight, token, request_id=request_id) == first
-    time.sleep(1.5)  # REQUEST_ID_TTL is 1 s on this server
+    time.sleep(1.5)  # about time itself: REQUEST_ID_TTL is 1 s on this server
     assert create(tight, token, request_id=request_id)["id"] != first["id"]
 
 
@@ -782,13 +789,13 @@ def test_bulk_filter_by_time_and_literal_prefix(server: Server, token: str) -> N
         {"filter": {"created_before": "yesterday"}},
     ],
 )
-def test_bulk_validation(server: Server, token: str, params: dict) -> None:
-    server.rpc("resolve_many", token, expect=400, **params)
-    server.rpc("update_many", token, expect=400, status="new", **params)
+def test_bulk_validation(app: InProcess, app_token: str, params: dict) -> None:
+    app.rpc("resolve_many", app_token, expect=400, **params)
+    app.rpc("update_many", app_token, expect=400, status="new", **params)
 
 
-def test_update_many_needs_a_change(server: Server, token: str) -> None:
-    server.rpc("update_many", token, expect=400, ids=[1])
+def test_update_many_needs_a_change(app: InProcess, app_token: str) -> None:
+    app.rpc("update_many", app_token, expect=400, ids=[1])
 
 
 def test_bulk_is_for_agents_and_admins(server: Server, agent: str, reporter: str) -> None:

@@ -1,4 +1,6 @@
-"""Acknowledgement and acting by dedup_key (issue 12), end to end over real gunicorn.
+"""Acknowledgement and acting by dedup_key (issue 12), end to end over real gunicorn;
+the tables of inputs and answers (monitor keys' refusals, bad input, describe) on the
+in-process app.
 
 `acknowledge`, the `acknowledged` filter and event, `update` to processing as an
 acknowledgement, `acknowledge`/`resolve`/`update` by `dedup_key`, and the
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 import websocket
-from support import Server
+from support import InProcess, Server
 
 PASSWORD = "correct horse battery"
 NATIVE, LEGACY, JSONRPC = "native", "legacy", "jsonrpc"
@@ -27,7 +29,7 @@ def unique(stem: str) -> str:
 class People:
     """The callers the tests need, made through the admin's own API."""
 
-    def __init__(self, server: Server, admin: str) -> None:
+    def __init__(self, server: Server | InProcess, admin: str) -> None:
         self.server, self.admin = server, admin
 
     def user(self, role: str) -> tuple[str, str]:
@@ -49,23 +51,29 @@ def people(server: Server, token: str) -> People:
 
 
 @pytest.fixture(scope="module")
+def app_people(app: InProcess, app_token: str) -> People:
+    """The same, on the in-process app (the fast tier), for the tables."""
+    return People(app, app_token)
+
+
+@pytest.fixture(scope="module")
 def agent(people: People) -> tuple[str, str]:
     return people.user("agent")
 
 
-def create(server: Server, credential: str, **fields: Any) -> dict[str, Any]:
+def create(server: Server | InProcess, credential: str, **fields: Any) -> dict[str, Any]:
     return server.rpc("create", credential, 201, description="Pump 7 is down", **fields)["data"]
 
 
-def history(server: Server, admin: str, incident_id: int) -> list[dict[str, Any]]:
+def history(server: Server | InProcess, admin: str, incident_id: int) -> list[dict[str, Any]]:
     return server.rpc("history", admin, 200, id=incident_id)["data"]["events"]
 
 
-def types(server: Server, admin: str, incident_id: int) -> list[str]:
+def types(server: Server | InProcess, admin: str, incident_id: int) -> list[str]:
     return [event["type"] for event in history(server, admin, incident_id)]
 
 
-def get(server: Server, admin: str, incident_id: int) -> dict[str, Any]:
+def get(server: Server | InProcess, admin: str, incident_id: int) -> dict[str, Any]:
     return server.rpc("get", admin, 200, id=incident_id)["data"]
 
 
@@ -329,28 +337,30 @@ def test_a_monitor_key_cannot_touch_what_others_raised(server, token, people) ->
         ("update_many", {"severity": "low"}),
     ],
 )
-def test_a_monitor_key_has_no_other_agent_action(server, token, people, name, params) -> None:
-    _, key = people.key("monitor")
-    mine = create(server, key)
+def test_a_monitor_key_has_no_other_agent_action(app, app_token, app_people, name, params) -> None:
+    _, key = app_people.key("monitor")
+    mine = create(app, key)
     target = {"ids": [mine["id"]]} if name.endswith("_many") else {"id": mine["id"]}
-    server.rpc(name, key, 403, **target, **params)
-    assert get(server, token, mine["id"]) == mine
+    app.rpc(name, key, 403, **target, **params)
+    assert get(app, app_token, mine["id"]) == mine
 
 
-def test_users_cannot_be_monitors(server, token) -> None:
+def test_users_cannot_be_monitors(app, app_token) -> None:
     name = unique("watcher")
-    answer = server.rpc("user_create", token, 400, username=name, password=PASSWORD, role="monitor")
+    answer = app.rpc(
+        "user_create", app_token, 400, username=name, password=PASSWORD, role="monitor"
+    )
     assert "role" in answer["data"]["errors"]
-    users = server.rpc("user_list", token, 200)["data"]["users"]
+    users = app.rpc("user_list", app_token, 200)["data"]["users"]
     assert name not in {user["username"] for user in users}
 
 
-def test_a_reporter_key_cannot_acknowledge_even_its_own(server, token, people) -> None:
-    _, key = people.key("reporter")
-    mine = create(server, key)
-    server.rpc("acknowledge", key, 403, id=mine["id"])
-    server.rpc("resolve", key, 403, id=mine["id"])
-    assert get(server, token, mine["id"]) == mine
+def test_a_reporter_key_cannot_acknowledge_even_its_own(app, app_token, app_people) -> None:
+    _, key = app_people.key("reporter")
+    mine = create(app, key)
+    app.rpc("acknowledge", key, 403, id=mine["id"])
+    app.rpc("resolve", key, 403, id=mine["id"])
+    assert get(app, app_token, mine["id"]) == mine
 
 
 # ---------------------------------------------------------------- bad input
@@ -383,7 +393,9 @@ def filled(value: Any, incident: dict[str, Any]) -> Any:
     return {"$ID": incident["id"], "$KEY": incident["dedup_key"]}.get(value, value)
 
 
-def send(server: Server, dialect: str, name: str, params: dict[str, Any]) -> tuple[int, dict]:
+def send(
+    server: Server | InProcess, dialect: str, name: str, params: dict[str, Any]
+) -> tuple[int, dict]:
     """(status, envelope) of one command in the dialect's own shape."""
     if dialect == JSONRPC:
         body = {"jsonrpc": "2.0", "id": 1, "method": name, "params": params}
@@ -400,36 +412,36 @@ def send(server: Server, dialect: str, name: str, params: dict[str, Any]) -> tup
 @pytest.mark.parametrize("name", ["acknowledge", "resolve", "update"])
 @pytest.mark.parametrize("params, field", BAD_TARGETS)
 def test_bad_targets_are_a_400_naming_the_field(
-    server, token, dialect: str, name: str, params: dict, field: str
+    app, app_token, dialect: str, name: str, params: dict, field: str
 ) -> None:
     if dialect == LEGACY and name == "update":
         pytest.skip("the legacy update takes its own id and ignores other keys (contract 5.1)")
-    incident = create(server, token, dedup_key=unique("bad-input"))
-    command = {**filled(params, incident), **EXTRA[name], "token": token}
-    status, envelope = send(server, dialect, name, command)
+    incident = create(app, app_token, dedup_key=unique("bad-input"))
+    command = {**filled(params, incident), **EXTRA[name], "token": app_token}
+    status, envelope = send(app, dialect, name, command)
     assert status == 400 and field in envelope["data"]["errors"], envelope
-    assert get(server, token, incident["id"]) == incident
-    assert types(server, token, incident["id"]) == ["added"]
+    assert get(app, app_token, incident["id"]) == incident
+    assert types(app, app_token, incident["id"]) == ["added"]
 
 
 @pytest.mark.parametrize("value", ["true", 1, 0, None, [True]])
-def test_the_acknowledged_filter_takes_only_true_or_false(server, token, value) -> None:
-    answer = server.rpc("get_all", token, 400, acknowledged=value)
+def test_the_acknowledged_filter_takes_only_true_or_false(app, app_token, value) -> None:
+    answer = app.rpc("get_all", app_token, 400, acknowledged=value)
     assert "acknowledged" in answer["data"]["errors"]
 
 
-def test_a_key_role_must_be_known(server, token) -> None:
+def test_a_key_role_must_be_known(app, app_token) -> None:
     name = unique("probe")
-    server.rpc("key_create", token, 400, name=name, role="watcher")
-    keys = server.rpc("key_list", token, 200)["data"]["keys"]
+    app.rpc("key_create", app_token, 400, name=name, role="watcher")
+    keys = app.rpc("key_list", app_token, 200)["data"]["keys"]
     assert name not in {key["name"] for key in keys}
 
 
 # ---------------------------------------------------------------- describe
 
 
-def test_describe_names_acknowledge_and_its_targets(server) -> None:
-    methods = {m["name"]: m for m in server.rpc("describe", None, 200)["data"]["methods"]}
+def test_describe_names_acknowledge_and_its_targets(app) -> None:
+    methods = {m["name"]: m for m in app.rpc("describe", None, 200)["data"]["methods"]}
     acknowledge = methods["acknowledge"]
     assert [p["name"] for p in acknowledge["params"]] == ["id", "dedup_key", "token", "request_id"]
     assert not any(p["required"] for p in acknowledge["params"])
@@ -443,11 +455,11 @@ def test_describe_names_acknowledge_and_its_targets(server) -> None:
     assert out["acknowledged_at"] == {"type": "string", "format": "date-time"}
 
 
-def test_user_update_takes_only_json_booleans(server, token, people) -> None:
-    name, credential = people.user("reporter")
+def test_user_update_takes_only_json_booleans(app, app_token, app_people) -> None:
+    name, credential = app_people.user("reporter")
     for value in (1, 0, "true"):
-        server.rpc("user_update", token, 400, username=name, disabled=value)
-    server.rpc("whoami", credential, 200)  # not disabled by a 1
+        app.rpc("user_update", app_token, 400, username=name, disabled=value)
+    app.rpc("whoami", credential, 200)  # not disabled by a 1
 
 
 # ---------------------------------------------------------------- the migration

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import ADMIN, ROOT, Server, free_port
+from support import ADMIN, ROOT, Server, free_port, wait_for
 
 
 def test_instances_starting_together_on_an_empty_database(new_database_url, tmp_path) -> None:
@@ -168,20 +168,19 @@ def test_database_outage_gives_503_then_recovers_without_loss(cluster: Cluster, 
 
         writer = threading.Thread(target=keep_writing)
         writer.start()
-        time.sleep(1)
+        wait_for(lambda: 201 in answered, 30, "the writer never wrote")
         cluster.stop("immediate")  # as abrupt as a crash
         started = time.monotonic()
         down = server.post("/rpc", {"action": "get_all", "token": token})
         assert down.status_code == 503 and time.monotonic() - started < 10
         assert down.json()["error"] == "the database is unavailable; retry later"
         assert server.session.get(f"{server.url}/readyz", timeout=10).status_code == 503
-        time.sleep(1)
+        wait_for(lambda: 503 in answered, 30, "the writer never met the outage")
         cluster.start()
-        deadline = time.monotonic() + 20
-        while server.session.get(f"{server.url}/readyz", timeout=10).status_code != 200:
-            assert time.monotonic() < deadline, "did not recover within 20 s"
-            time.sleep(0.2)
-        time.sleep(1)
+        wait_for(lambda: server.session.get(f"{server.url}/readyz", timeout=10).status_code == 200,
+                 20, "did not recover within 20 s")  # fmt: skip
+        recovered = len(answered)
+        wait_for(lambda: 201 in answered[recovered:], 30, "the writer did not write again")
         stop.set()
         writer.join()
         assert set(answered) <= {201, 503} and 503 in answered

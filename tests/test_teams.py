@@ -1,4 +1,5 @@
-"""Teams and access, end to end on real gunicorn servers (SQLite and PostgreSQL).
+"""Teams and access on SQLite and PostgreSQL: the tables on the in-process app, what
+crosses worker processes or instances on real gunicorn servers.
 
 Who may do what (a test per cell of the role table), that no action leaks another
 reporter's incidents, API keys, session revocation, user management, login
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from support import Server
+from support import InProcess, Server
 
 PASSWORD = "correct horse battery"
 
@@ -26,7 +27,7 @@ def unique(stem: str) -> str:
 class Cast:
     """The people (and keys) a test needs, made through the admin's own API."""
 
-    server: Server
+    server: Server | InProcess
     admin: str  # the admin's token
     cached: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -68,7 +69,14 @@ class Cast:
 
 
 @pytest.fixture(scope="module")
-def cast(server: Server, token: str) -> Cast:
+def cast(app: InProcess, app_token: str) -> Cast:
+    """The tables' cast, on the in-process app (the fast tier)."""
+    return Cast(app, app_token)
+
+
+@pytest.fixture(scope="module")
+def served_cast(server: Server, token: str) -> Cast:
+    """For what crosses worker processes (a credential ended in one, refused in all)."""
     return Cast(server, token)
 
 
@@ -217,21 +225,21 @@ def test_agent_reads_everything_and_filters_by_creator_and_assignee(cast: Cast) 
 # API keys
 
 
-def test_api_key_works_until_revoked_and_not_one_request_after(cast: Cast) -> None:
-    server = cast.server
-    actor, key, key_id = cast.key()
+def test_api_key_works_until_revoked_and_not_one_request_after(served_cast: Cast) -> None:
+    server = served_cast.server
+    actor, key, key_id = served_cast.key()
     by_body = server.rpc("create", key, expect=201, description="Disk 91% full")["data"]
     assert by_body["created_by"] == actor
     header = {"Authorization": f"Bearer {key}"}
     by_header = server.post("/rpc", {"action": "create", "description": "Disk 95%"}, headers=header)
     assert by_header.status_code == 201 and by_header.json()["data"]["created_by"] == actor
     assert server.rpc("get", key, expect=200, id=by_body["id"])["data"]["id"] == by_body["id"]
-    listing = server.post("/rpc", {"action": "key_list", "token": cast.admin})
+    listing = server.post("/rpc", {"action": "key_list", "token": served_cast.admin})
     assert key not in listing.text and "hash" not in listing.text
     (row,) = [k for k in listing.json()["data"]["keys"] if k["id"] == key_id]
     assert row["prefix"] == key[:12] and row["last_used_at"] and row["revoked"] is False
 
-    server.rpc("key_revoke", cast.admin, expect=200, id=key_id)
+    server.rpc("key_revoke", served_cast.admin, expect=200, id=key_id)
     server.rpc("create", key, expect=401, description="after revocation")
 
     def attempt(_: int) -> int:
@@ -240,12 +248,14 @@ def test_api_key_works_until_revoked_and_not_one_request_after(cast: Cast) -> No
 
     with ThreadPoolExecutor(8) as pool:  # every worker process refuses it
         assert set(pool.map(attempt, range(24))) == {401}
-    made = server.rpc("get_all", cast.admin, expect=200, created_by=actor)["data"]["incidents"]
+    made = server.rpc("get_all", served_cast.admin, expect=200, created_by=actor)["data"][
+        "incidents"
+    ]
     assert len(made) == 2
-    listed = server.rpc("key_list", cast.admin, expect=200)["data"]["keys"]
+    listed = server.rpc("key_list", served_cast.admin, expect=200)["data"]["keys"]
     assert [k["revoked"] for k in listed if k["id"] == key_id] == [True]
-    server.rpc("key_revoke", cast.admin, expect=200, id=key_id)  # again: no change
-    server.rpc("key_revoke", cast.admin, expect=404, id=10**15)
+    server.rpc("key_revoke", served_cast.admin, expect=200, id=key_id)  # again: no change
+    server.rpc("key_revoke", served_cast.admin, expect=404, id=10**15)
 
 
 def test_agent_key_may_change_incidents(cast: Cast) -> None:
@@ -260,28 +270,28 @@ def test_agent_key_may_change_incidents(cast: Cast) -> None:
     ["irk_", "irk_" + "A" * 43, "irk_\u00e9\u00e9", "irk_" + "x" * 2000],
     ids=["bare-prefix", "unknown", "non-ascii", "oversize"],
 )
-def test_unknown_or_malformed_key_is_401(server: Server, credential: str) -> None:
-    server.rpc("whoami", credential, expect=401)
+def test_unknown_or_malformed_key_is_401(app: InProcess, credential: str) -> None:
+    app.rpc("whoami", credential, expect=401)
 
 
 # ---------------------------------------------------------------------------
 # Sessions
 
 
-def test_logout_ends_every_session_of_the_caller(cast: Cast) -> None:
-    name, first = cast.user("agent")
-    second = cast.server.login(name, PASSWORD)
-    other_user = cast.user("agent")[1]
-    cast.server.rpc("logout", first, expect=200)
-    cast.server.rpc("whoami", first, expect=401)
-    cast.server.rpc("whoami", second, expect=401)
-    cast.server.rpc("whoami", other_user, expect=200)
-    cast.server.rpc("whoami", cast.server.login(name, PASSWORD), expect=200)
+def test_logout_ends_every_session_of_the_caller(served_cast: Cast) -> None:
+    name, first = served_cast.user("agent")
+    second = served_cast.server.login(name, PASSWORD)
+    other_user = served_cast.user("agent")[1]
+    served_cast.server.rpc("logout", first, expect=200)
+    served_cast.server.rpc("whoami", first, expect=401)
+    served_cast.server.rpc("whoami", second, expect=401)
+    served_cast.server.rpc("whoami", other_user, expect=200)
+    served_cast.server.rpc("whoami", served_cast.server.login(name, PASSWORD), expect=200)
 
 
-def test_password_change_ends_sessions_and_answers_a_fresh_token(cast: Cast) -> None:
-    server = cast.server
-    name, first = cast.user("reporter")
+def test_password_change_ends_sessions_and_answers_a_fresh_token(served_cast: Cast) -> None:
+    server = served_cast.server
+    name, first = served_cast.user("reporter")
     second = server.login(name, PASSWORD)
     server.rpc("password_change", first, expect=400, old_password="wrong!!!", new_password="x" * 8)
     server.rpc("whoami", first, expect=200)  # a wrong old password changes nothing
@@ -296,29 +306,35 @@ def test_password_change_ends_sessions_and_answers_a_fresh_token(cast: Cast) -> 
     server.login(name, new)
 
 
-def test_disabling_a_user_ends_sessions_for_good(cast: Cast) -> None:
-    server = cast.server
-    name, token = cast.user("agent")
-    user = server.rpc("user_update", cast.admin, expect=200, username=name, disabled=True)["data"]
+def test_disabling_a_user_ends_sessions_for_good(served_cast: Cast) -> None:
+    server = served_cast.server
+    name, token = served_cast.user("agent")
+    user = server.rpc("user_update", served_cast.admin, expect=200, username=name, disabled=True)[
+        "data"
+    ]
     assert user == {**user, "username": name, "disabled": True, "role": "agent"}
     server.rpc("whoami", token, expect=401)
     server.rpc("authorization", username=name, password=PASSWORD, expect=401)
-    server.rpc("user_update", cast.admin, expect=200, username=name, disabled=False)
+    server.rpc("user_update", served_cast.admin, expect=200, username=name, disabled=False)
     server.rpc("whoami", token, expect=401)  # enabling again revives no old token
     server.rpc("whoami", server.login(name, PASSWORD), expect=200)
 
 
-def test_admin_password_reset_and_role_change(cast: Cast) -> None:
-    server = cast.server
-    name, token = cast.user("agent")
-    incident_id = cast.incident(token)
-    server.rpc("user_update", cast.admin, expect=200, username=name, role="reporter")
+def test_admin_password_reset_and_role_change(served_cast: Cast) -> None:
+    server = served_cast.server
+    name, token = served_cast.user("agent")
+    incident_id = served_cast.incident(token)
+    server.rpc("user_update", served_cast.admin, expect=200, username=name, role="reporter")
     server.rpc("update", token, expect=403, id=incident_id, status="processing")  # at once
-    server.rpc("user_update", cast.admin, expect=200, username=name, password="reset password 1")
+    server.rpc(
+        "user_update", served_cast.admin, expect=200, username=name, password="reset password 1"
+    )
     server.rpc("whoami", token, expect=401)
     server.login(name, "reset password 1")
-    server.rpc("user_update", cast.admin, expect=404, username=unique("nobody"), disabled=True)
-    server.rpc("user_update", cast.admin, expect=400, username=name)  # nothing to change
+    server.rpc(
+        "user_update", served_cast.admin, expect=404, username=unique("nobody"), disabled=True
+    )
+    server.rpc("user_update", served_cast.admin, expect=400, username=name)  # nothing to change
 
 
 # ---------------------------------------------------------------------------
@@ -366,10 +382,10 @@ def test_user_create_bounds(cast: Cast, field_name: str, value: Any) -> None:
     assert field_name in answer["data"]["errors"]
 
 
-def test_register_is_an_unknown_action_when_disabled(server: Server) -> None:
-    unknown = server.rpc("no_such_action", expect=404)["error"]
+def test_register_is_an_unknown_action_when_disabled(app: InProcess) -> None:
+    unknown = app.rpc("no_such_action", expect=404)["error"]
     for params in ({"username": unique("walkin"), "password": PASSWORD}, {"bogus": 1}):
-        answer = server.rpc("register", expect=404, **params)
+        answer = app.rpc("register", expect=404, **params)
         assert answer["error"] == unknown.replace("no_such_action", "register")
 
 
@@ -449,7 +465,7 @@ def test_failures_for_one_name_answer_429_on_every_instance_then_recover(
     assert sign_in(second, victim, name, PASSWORD)["status"] == 200  # not locked out
     assert sign_in(first, attacker, unique("other"), "wrong password")["status"] == 401
     assert sign_in(first, bystander, name, "wrong password")["status"] == 401
-    time.sleep(refused["data"]["retry_after"] + 0.2)
+    time.sleep(refused["data"]["retry_after"] + 0.2)  # about time itself: the retry_after
     assert sign_in(first, attacker, name, PASSWORD)["status"] == 200
 
 
