@@ -296,6 +296,26 @@ def silence_row(silence: dict[str, Any]) -> str:
     )
 
 
+def channel_row(channel: dict[str, Any]) -> str:
+    state = "enabled" if channel["enabled"] else f"disabled ({channel.get('disabled_reason')})"
+    where = channel.get("url") or channel.get("chat_id") or ""
+    events = ",".join(channel["rule"]["events"])
+    return (
+        f"#{channel['id']:<5} {channel['name']:<20} {channel['kind']:<8} {state:<9} {where}"
+        f"  {events} >= {channel['rule']['min_severity']}  secret {channel['secret_prefix']}"
+    )
+
+
+def delivery_row(delivery: dict[str, Any]) -> str:
+    last = delivery.get("last_status") or delivery.get("last_error") or "-"
+    due = f", next {delivery['next_attempt_at']}" if delivery.get("next_attempt_at") else ""
+    return (
+        f"#{delivery['id']:<6} channel #{delivery['channel_id']:<4} {delivery['type']:<14}"
+        f" incident {delivery.get('incident_id')}  {delivery['state']:<9}"
+        f" {delivery['attempts']} attempts, last {last}{due}"
+    )
+
+
 def key_row(key: dict[str, Any]) -> str:
     used = key.get("last_used_at") or "never"
     revoked = f", revoked {key['revoked_at']}" if key.get("revoked") else ""
@@ -371,6 +391,8 @@ GROUPS = {
     "users": "manage users (admin)",
     "keys": "manage API keys for agents (admin)",
     "silences": "maintenance windows: incidents that match are stored, marked, not notified",
+    "channels": "where notifications go: webhooks, Slack, Telegram (admin)",
+    "deliveries": "each notification sent or to send, and its attempts (admin)",
 }
 
 
@@ -727,6 +749,88 @@ def silences_create(client: Client, args: argparse.Namespace) -> Output:
 def silences_expire(client: Client, args: argparse.Namespace) -> Output:
     silence = client.call("silence_expire", id=args.id)
     return Output(silence, [silence_row(silence)])
+
+
+# Notifications (admins)
+
+EVENT_TYPES = ("added", "acknowledged", "resolved", "updated", "commented")
+CHANNEL_RULE = (
+    arg(
+        "--events", nargs="+", choices=("added", "acknowledged", "resolved", "updated", "commented")
+    ),
+    arg("--min-severity", dest="min_severity", choices=("low", "medium", "high", "critical")),
+    arg("--sources", nargs="+", choices=("operator", "monitoring", "partner", "unknown")),
+    arg("--include-silenced", dest="include_silenced", action="store_true", default=None),
+    arg("--renotify-every", dest="renotify_every", type=int, help="minutes"),
+)
+RULE_KEYS = ("events", "min_severity", "sources", "include_silenced", "renotify_every")
+
+
+def url_of(args: argparse.Namespace) -> dict[str, str]:
+    """--hook-url as the channel's `url` (--url is the server's)."""
+    return {"url": args.hook_url} if args.hook_url else {}
+
+
+@command("channels list", "every notification channel (secrets masked)")
+def channels_list(client: Client, args: argparse.Namespace) -> Output:
+    channels = client.call("channel_list")
+    return Output(channels, [channel_row(c) for c in channels["channels"]] or ["no channels"])
+
+
+@command("channels create", "a webhook, Slack or Telegram channel; a webhook's secret shows once",
+         arg("name"), arg("kind", choices=("webhook", "slack", "telegram")),
+         arg("--hook-url", dest="hook_url", help="the webhook's or Slack's URL"),
+         arg("--bot-token", dest="bot_token"), arg("--chat-id", dest="chat_id"),
+         *CHANNEL_RULE)  # fmt: skip
+def channels_create(client: Client, args: argparse.Namespace) -> Output:
+    given_ = given(args, "bot_token", "chat_id", *RULE_KEYS) | url_of(args)
+    made = client.call("channel_create", name=args.name, kind=args.kind, **given_)
+    lines = [channel_row(made)]
+    if made.get("secret"):
+        lines.append(f"signing secret: {made['secret']} (shown this once: give it to the receiver)")
+    return Output(made, lines)
+
+
+@command("channels update", "change a channel's address or rule; --enable after a 410",
+         arg("id", type=int, help="channel id"), arg("--name"),
+         arg("--hook-url", dest="hook_url", help="a new webhook or Slack URL"),
+         arg("--enable", dest="enabled", action="store_const", const=True),
+         arg("--disable", dest="enabled", action="store_const", const=False),
+         *CHANNEL_RULE)  # fmt: skip
+def channels_update(client: Client, args: argparse.Namespace) -> Output:
+    change = given(args, "name", "enabled", *RULE_KEYS) | url_of(args)
+    channel = client.call("channel_update", id=args.id, **change)
+    return Output(channel, [channel_row(channel)])
+
+
+@command("channels delete", "remove a channel and its deliveries", arg("id", type=int))
+def channels_delete(client: Client, args: argparse.Namespace) -> Output:
+    done = client.call("channel_delete", id=args.id)
+    return Output(done, [f"channel #{done['id']} deleted"])
+
+
+@command("channels test", "send a test notification now", arg("id", type=int))
+def channels_test(client: Client, args: argparse.Namespace) -> Output:
+    delivery = client.call("channel_test", id=args.id)
+    return Output(delivery, [delivery_row(delivery)])
+
+
+@command("deliveries list", "notifications, newest first",
+         arg("--channel", dest="channel_id", type=int),
+         arg("--incident", dest="incident_id", type=int),
+         arg("--state", choices=("pending", "delivered", "failed")),
+         arg("--limit", type=int))  # fmt: skip
+def deliveries_list(client: Client, args: argparse.Namespace) -> Output:
+    found = client.call(
+        "delivery_list", **given(args, "channel_id", "incident_id", "state", "limit")
+    )
+    return Output(found, [delivery_row(d) for d in found["deliveries"]] or ["no deliveries"])
+
+
+@command("deliveries retry", "send a failed notification again", arg("id", type=int))
+def deliveries_retry(client: Client, args: argparse.Namespace) -> Output:
+    delivery = client.call("delivery_retry", id=args.id)
+    return Output(delivery, [delivery_row(delivery)])
 
 
 # Everything else

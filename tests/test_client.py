@@ -352,7 +352,11 @@ COMMAND_OF = {
     "user_create": "users create", "user_list": "users list", "user_update": "users role",
     "key_create": "keys create", "key_list": "keys list", "key_revoke": "keys revoke",
     "silence_create": "silences create", "silence_list": "silences list",
-    "silence_expire": "silences expire", "stats": "stats", "describe": "describe",
+    "silence_expire": "silences expire", "stats": "stats",
+    "channel_create": "channels create", "channel_list": "channels list",
+    "channel_update": "channels update", "channel_delete": "channels delete",
+    "channel_test": "channels test", "delivery_list": "deliveries list",
+    "delivery_retry": "deliveries retry", "describe": "describe",
 }  # fmt: skip
 
 
@@ -367,7 +371,7 @@ def test_every_action_of_the_server_has_a_command(tmp_path: Path, open_server: S
     assert not missing, f"client.py has no command for {sorted(missing)}: add one"
     cli = Cli(tmp_path, open_server.url)
     listed = commands_in_help(cli.run("--help").stdout)
-    for group in ("users", "keys", "silences"):
+    for group in ("users", "keys", "silences", "channels", "deliveries"):
         listed |= {f"{group} {name}" for name in commands_in_help(cli.run(group, "--help").stdout)}
     assert set(COMMAND_OF.values()) <= listed
     assert {"users disable", "users enable", "users reset-password", "batch", "call"} <= listed
@@ -666,6 +670,29 @@ def test_silence_commands(admin_cli: Cli, server: Server) -> None:
     assert f"#{made['id']}" in ended and "expired" in ended
     refused = admin_cli.run("silences", "create", "--duration", "60", expect=1)
     assert refused.stderr.startswith("error 400"), refused.stderr
+
+
+def test_channel_and_delivery_commands(admin_cli: Cli) -> None:
+    """On the shared server, where loopback webhooks are refused (no
+    WEBHOOK_ALLOW_PRIVATE): the refusal is the client's error 400; a Telegram channel
+    needs no address check, and its token never shows again."""
+    refused = admin_cli.run("channels", "create", "hook", "webhook", "--hook-url",
+                            "http://127.0.0.1:9/hook", expect=1)  # fmt: skip
+    assert refused.stderr.startswith("error 400"), refused.stderr
+    name = unique("ops-chat")
+    made = admin_cli.json(
+        "channels", "create", name, "telegram", "--bot-token", "123456:secret-bot-token",
+        "--chat-id", "-100200", "--events", "added", "acknowledged", "--min-severity", "high",
+    )  # fmt: skip
+    assert made["rule"]["events"] == ["added", "acknowledged"] and made["kind"] == "telegram"
+    listed = admin_cli.run("channels", "list").stdout
+    assert name in listed and "secret-bot-token" not in listed, listed
+    disabled = admin_cli.run("channels", "update", str(made["id"]), "--disable").stdout
+    assert "disabled" in disabled
+    assert (
+        "no deliveries" in admin_cli.run("deliveries", "list", "--channel", str(made["id"])).stdout
+    )
+    assert "deleted" in admin_cli.run("channels", "delete", str(made["id"])).stdout
 
 
 # ---------------------------------------------------------------- batches
