@@ -366,6 +366,18 @@ def test_admin_silences_from_forms_built_from_the_silence_actions(
     assert watcher.all("#filter-silenced")  # get_all's new filter, found in describe
 
 
+def test_the_text_filter_narrows_the_list(board: Board, board_server: Server, admin_token) -> None:
+    """Built from get_all's `text` parameter in describe, like every other filter."""
+    mark = f"needle{board_server.port}"
+    found = create(board_server, admin_token, title=f"Disk full ({mark.upper()})")
+    other = create(board_server, admin_token, title="Something else")
+    board.open().sign_in().signed_in()
+    board.wait(lambda: board.row(other["id"]))
+    assert "No free-text search" not in board.text("#filters")
+    board.find("#filter-text").send_keys(mark)
+    board.wait(lambda: board.row(other["id"]) is None and board.row(found["id"]))
+
+
 def test_the_header_shows_the_numbers_of_stats(
     board: Board, board_server: Server, admin_token: str
 ) -> None:

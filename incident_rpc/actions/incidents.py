@@ -13,7 +13,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, Text, bindparam, cast, insert, select, tuple_
+from sqlalchemy import Select, Text, bindparam, cast, func, insert, or_, select, tuple_
 
 from incident_rpc.access import policy
 from incident_rpc.access.auth import Caller
@@ -89,10 +89,12 @@ def page_query(
     after: bool,
     acknowledged: bool | None,
     silenced: bool | None = None,
+    text: bool = False,
 ) -> Select:
     """The SELECT of one shape of `get_all` (which filters, each `IS NULL` or equal to a
     value; confined to an owner, policy.confined_to; after a cursor; acknowledged or
-    not, silenced or not, when asked: no value to bind, so each answer is a shape),
+    not, silenced or not, when asked: no value to bind, so each answer is a shape; text
+    contained in the title or the description, ignoring case),
     built once and
     reused with its values bound per request: building, hashing and looking up a
     statement on every request cost more CPU than PostgreSQL spends running it."""
@@ -108,10 +110,23 @@ def page_query(
     if silenced is not None:
         column = INCIDENTS.c.silenced_by
         query = query.where(column.is_not(None) if silenced else column.is_(None))
+    if text:
+        pattern = bindparam("text_pattern")
+        query = query.where(
+            or_(
+                func.lower(INCIDENTS.c.title).like(pattern, escape="\\"),
+                func.lower(INCIDENTS.c.description).like(pattern, escape="\\"),
+            )
+        )
     if after:
         position = (bindparam("after_at", type_=UTCDateTime), bindparam("after_id", type_=BigId))
         query = query.where(tuple_(INCIDENTS.c.created_at, INCIDENTS.c.id) < tuple_(*position))
     return query.order_by(*NEWEST_FIRST).limit(bindparam("limit"))
+
+
+def like_escaped(text: str) -> str:
+    """`text` for a LIKE pattern with ESCAPE '\\': its own % and _ match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # The times of a new row: set per row, all to the same moment.
@@ -193,10 +208,12 @@ def get_all(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     owner = policy.confined_to(ctx.caller)
     query = page_query(
         filters, owner is not None, "cursor" in params, params.get("acknowledged"),
-        params.get("silenced"),
+        params.get("silenced"), "text" in params,
     )  # fmt: skip
     values = {name: params[name] for name, is_null in filters if not is_null}
     values.update(owner=owner, limit=params["limit"] + 1)
+    if "text" in params:
+        values["text_pattern"] = f"%{like_escaped(params['text'].lower())}%"
     if "cursor" in params:
         values["after_at"], values["after_id"] = params["cursor"]
     result = db.session.execute(query, values)

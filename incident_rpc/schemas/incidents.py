@@ -68,7 +68,8 @@ class ListParams(Params):
     acknowledged = strict_boolean()
     limit = fields.Integer(strict=True, load_default=100, validate=validate.Range(1, 1000))
     cursor = Cursor()
-    silenced = strict_boolean()  # last: JSON-RPC's positional parameters keep their places
+    silenced = strict_boolean()  # after the older ones: JSON-RPC's positions keep their places
+    text = Text(blank=False, max_length=200)  # contained in the title or the description
 
 
 class IdParams(Params):
