@@ -44,6 +44,7 @@ from harness import (
     RssSampler,
     instance_dir,
     rss_kib,
+    seed_incidents,
     wrk,
 )
 
@@ -118,26 +119,7 @@ def server_env(args: argparse.Namespace, database: Database) -> dict[str, str]:
 def seed(database: Database, rows: int) -> dict[str, float]:
     """`rows` incidents straight into the migrated table; indexes rebuilt once at the end."""
     started = time.monotonic()
-    connection = database.connect()
-    with connection.cursor() as cursor:
-        cursor.execute("SET synchronous_commit = off; SET maintenance_work_mem = '256MB'")
-        cursor.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'incidents'"
-            " AND indexname NOT IN (SELECT conname FROM pg_constraint)"
-        )
-        indexes = cursor.fetchall()
-        for name, _ in indexes:
-            cursor.execute(f'DROP INDEX "{name}"')
-        cursor.execute(SEED, {"rows": rows})
-        for _, definition in indexes:
-            cursor.execute(definition)
-    connection.commit()
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE incidents")
-        cursor.execute("SELECT count(*) FROM incidents")
-        (total,) = cursor.fetchone()
-    connection.close()
+    total = seed_incidents(database, SEED, {"rows": rows})
     return {"rows_seeded": rows, "rows_total": total, "seconds": time.monotonic() - started}
 
 

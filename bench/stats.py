@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import ADMIN, DEFAULT_ADMIN_URL, Database, Gunicorn, instance_dir
+from harness import ADMIN, DEFAULT_ADMIN_URL, Database, Gunicorn, instance_dir, seed_incidents
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 TARGET_MS = 300
@@ -61,24 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def seed(database: Database, rows: int, span_days: float) -> float:
     started = time.monotonic()
-    connection = database.connect()
-    with connection.cursor() as cursor:
-        cursor.execute("SET synchronous_commit = off; SET maintenance_work_mem = '256MB'")
-        cursor.execute(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'incidents'"
-            " AND indexname NOT IN (SELECT conname FROM pg_constraint)"
-        )
-        indexes = cursor.fetchall()
-        for name, _ in indexes:
-            cursor.execute(f'DROP INDEX "{name}"')
-        cursor.execute(SEED, {"rows": rows, "gap": span_days * 86400 / rows})
-        for _, definition in indexes:
-            cursor.execute(definition)
-    connection.commit()
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE incidents")
-    connection.close()
+    seed_incidents(database, SEED, {"rows": rows, "gap": span_days * 86400 / rows})
     return time.monotonic() - started
 
 

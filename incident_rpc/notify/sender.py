@@ -270,6 +270,7 @@ def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
 
 
 def start(app: Flask) -> None:
-    """In a worker process, after gunicorn forked it (gunicorn.conf.py)."""
-    if app.config["NOTIFY_SENDER"]:
+    """In a worker process, after gunicorn forked it (gunicorn.conf.py). Not for an app
+    without our settings (bench/baseline_app.py runs under the same gunicorn.conf.py)."""
+    if app.config.get("NOTIFY_SENDER"):
         _senders.append(Sender(app))
