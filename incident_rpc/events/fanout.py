@@ -292,7 +292,7 @@ def pass_on(chunks: list[journal.Chunk], app: Flask | None = None) -> None:
     """Events were committed: this worker's subscribers get them at once if they follow
     on; every listener (on PostgreSQL also those of other processes) is rung."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-    metrics.observe_events(text for chunk in chunks for _, _, text in chunk.items)
+    metrics.observe_events(event for chunk in chunks for event in chunk.events)
     running = _buses.get(id(app))
     doorbell = _doorbell(app)
     if doorbell is not None:

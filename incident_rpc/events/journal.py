@@ -23,7 +23,7 @@ worker's subscribers and, through a NOTIFY, to every other listener.
 See docs/design/event-ordering.md and docs/design/fan-out.md.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -130,11 +130,14 @@ class Chunk:
     """One commit's events, ready to pass on: a listener whose last id is `previous`
     may publish them without reading the log, when `final` says that nothing can
     still commit below them (no older transaction was running when they were
-    written). Anything else, and the listener reads the log."""
+    written). Anything else, and the listener reads the log. `events`: each event's
+    type and data as written here (for the metrics, which need not parse `items`
+    again); empty in a Chunk heard from another process."""
 
     previous: int
     final: bool
     items: list[Item]
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def write_pending(session: Session) -> list[dict[str, Any]]:
@@ -169,7 +172,8 @@ def write_pending(session: Session) -> list[dict[str, Any]]:
          _wire(row["type"], row["id"], row["at"], row["actor"], row["data"]))
         for row in pending
     ]  # fmt: skip
-    session.info.setdefault(RECORDED, []).append(Chunk(previous, final, items))
+    events = [(row["type"], row["data"]) for row in pending]
+    session.info.setdefault(RECORDED, []).append(Chunk(previous, final, items, events))
     return pending
 
 

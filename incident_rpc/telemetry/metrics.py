@@ -18,7 +18,6 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-import orjson
 from flask import Flask
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -115,13 +114,12 @@ def offered(events: int) -> None:
         EVENTS_OFFERED.inc(events)
 
 
-def observe_events(messages: Iterable[str]) -> None:
-    """Committed events in their wire form (events.py): created, acknowledged, resolved."""
+def observe_events(events: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    """Committed events, (type, data) as journal.py wrote them: created, acknowledged,
+    resolved."""
     if not _state["enabled"]:
         return
-    for message in messages:
-        event = orjson.loads(message)
-        kind, incident = event["type"], event["data"]
+    for kind, incident in events:
         if kind == "added":
             _created(incident["severity"], incident["source"]).inc()
         elif kind == "acknowledged":
