@@ -20,8 +20,13 @@ run: $(BIN)/.installed
 	ACCESS_LOG=$${ACCESS_LOG:-1} \
 	GUNICORN_BIND=$${GUNICORN_BIND:-127.0.0.1:$(PORT)} $(BIN)/gunicorn wsgi:app
 
+# Two pytest-xdist workers, whole files to a worker (a module's servers start once): on
+# two cores about 1.7x faster than one process (docs/benchmarks.md); more workers
+# overload two cores until timing tests (the board's long tasks) fail. TEST_WORKERS=0
+# runs in one process.
+TEST_WORKERS ?= 2
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -286,8 +286,8 @@ def test_a_reporter_gets_only_its_own_incidents(single: Server, single_token: st
 def test_a_socket_ends_soon_after_its_session_does(single: Server, single_token: str):
     _, agent = new_user(single, single_token, "agent")
     ws = connect(single, agent)
+    greeting(ws)  # subscribed: the token was checked before the logout, not after it
     single.rpc("logout", agent, expect=200)
-    greeting(ws)
     assert close_of(ws) == (1008, "Invalid token")  # within EVENTS_REAUTH_INTERVAL (1 s)
 
 
