@@ -15,6 +15,7 @@ import time
 from gunicorn import util as gunicorn_util
 
 from incident_rpc import startup
+from incident_rpc.access import revocations  # noqa: F401  (made here, so the workers share it)
 from incident_rpc.config import Config, Gunicorn
 from incident_rpc.telemetry import logs, multiprocess
 

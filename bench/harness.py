@@ -85,11 +85,15 @@ class Gunicorn(servers.Gunicorn):
             return json.load(error)
 
 
-def wrk(url: str, body: Any, connections: int, seconds: int) -> dict[str, float]:
-    """POST `body` to `url` from `connections` keep-alive connections for `seconds`."""
+def wrk(
+    url: str, body: Any, connections: int, seconds: int, script: str = "post.lua",
+    *args: str,
+) -> dict[str, float]:  # fmt: skip
+    """POST `body` to `url` from `connections` keep-alive connections for `seconds`
+    (with bench/storm.lua, each with a dedup_key of its own or a repeat)."""
     command = [
         "wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-        "-s", str(BENCH / "post.lua"), url, "--", json.dumps(body),
+        "-s", str(BENCH / script), url, "--", json.dumps(body), *args,
     ]  # fmt: skip
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     for line in output.splitlines():

@@ -7,16 +7,19 @@ Besides requests/s, each run notes the CPU time its server's workers spent per
 request (from /proc): on a machine shared with other work, requests/s of two runs
 seconds apart can differ by half, whereas CPU per request barely moves.
 
-- pagerduty   POST /v2/enqueue triggers (no dedup_key: each a new alert, its key
-              made by us) against `create` through POST /rpc on the same server,
-              same API key, at 16 connections; then against bench/baseline_app.py's
-              bare INSERT + commit, as run.py's create is. Target: >= 0.7x requests/s.
+- pagerduty   POST /v2/enqueue triggers as a monitoring storm sends them (bench/storm.lua:
+              each with a dedup_key, most of them new, every 5th a repeat of one of the
+              20 newest, still open; --storm 0: no dedup_key, each a new alert with a key
+              made by us) against `create` through POST /rpc on the same server, same
+              API key, at 16 connections; then against bench/baseline_app.py's bare
+              INSERT + commit, as run.py's create is. Target: >= 0.7x requests/s.
 - silences    `create` on a server whose database holds 100 active windows that
               match none of the creates, against one with none. Target: >= 0.9x.
               Also with SILENCE_CACHE_SECONDS=0 (the windows read for every
               create), for the cost the per-process cache saves.
 
     python bench/lifecycle.py [--only pagerduty,silences] [--rounds 5] [--seconds 3]
+                              [--storm 5]
 """
 
 import argparse
@@ -57,25 +60,30 @@ def cpu_seconds(server: Gunicorn) -> float:
     return total / TICKS
 
 
-def measured(server: Gunicorn, path: str, body: Any, connections: int, seconds: int) -> dict:
+# What one side of a comparison posts: its server, path, body and wrk script (with args).
+Target = tuple[Gunicorn, str, Any, tuple[str, ...]]
+POSTED: tuple[str, ...] = ("post.lua",)  # the same body every time
+
+
+def measured(target: Target, connections: int, seconds: int) -> dict:
+    server, path, body, script = target
     before = cpu_seconds(server)
-    run = wrk(server.url + path, body, connections, seconds)
+    run = wrk(server.url + path, body, connections, seconds, *script)
     run["cpu_ms_per_request"] = (cpu_seconds(server) - before) * 1000 / max(run["requests"], 1)
     return run
 
 
 def compare(
-    args: argparse.Namespace, ours: tuple[Gunicorn, str, Any], base: tuple[Gunicorn, str, Any],
-    connections: int,
-) -> dict[str, Any]:  # fmt: skip
+    args: argparse.Namespace, ours: Target, base: Target, connections: int
+) -> dict[str, Any]:
     """As run.compare (baseline and ours in turns; medians of each round's ratio), with
     the workers' CPU time per request beside requests/s and latency."""
     runs: dict[str, list[dict[str, float]]] = {"baseline": [], "ours": []}
-    for server, path, body in (base, ours):
-        wrk(server.url + path, body, connections, 2)  # warm-up
+    for target in (base, ours):
+        measured(target, connections, 2)  # warm-up
     for _ in range(args.rounds):
-        for label, (server, path, body) in (("baseline", base), ("ours", ours)):
-            runs[label].append(measured(server, path, body, connections, args.seconds))
+        for label, target in (("baseline", base), ("ours", ours)):
+            runs[label].append(measured(target, connections, args.seconds))
     result: dict[str, Any] = {"connections": connections, "runs": runs}
     keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_ms_per_request")
     for label, done in runs.items():
@@ -109,6 +117,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--storm",
+        type=int,
+        default=5,
+        help="every Nth trigger repeats a recent dedup_key; 0: none sent",
+    )
     parser.add_argument("--admin-url", default=os.environ.get("BENCH_DATABASE_URL",
                                                               DEFAULT_ADMIN_URL))  # fmt: skip
     parser.add_argument("--output", default=str(BENCH / "results" / "lifecycle.json"))
@@ -152,25 +166,25 @@ def add_windows(server: Gunicorn, token: str, count: int) -> None:
 
 
 def bench_pagerduty(args: argparse.Namespace, server: Gunicorn, key: str) -> dict[str, Any]:
-    trigger = {**TRIGGER, "routing_key": key}
+    storm = ("storm.lua", str(args.storm)) if args.storm else POSTED
+    trigger: Target = (server, "/v2/enqueue", {**TRIGGER, "routing_key": key}, storm)
     create = {**CREATE, "token": key}
-    result = compare(args, (server, "/v2/enqueue", trigger), (server, "/rpc", create),
-                     args.connections)  # fmt: skip
+    result = compare(args, trigger, (server, "/rpc", create, POSTED), args.connections)
     result["checks"] = [("requests/s >= 0.7x create", result["rps_ratio"] >= 0.7),
                         ("no failed requests", result["ours"]["failed"] == 0)]  # fmt: skip
-    show(f"PagerDuty trigger (ours) vs create through /rpc (baseline), "
+    sent = f"every {args.storm}th dedup_key a repeat" if args.storm else "no dedup_key"
+    show(f"PagerDuty trigger, {sent} (ours) vs create through /rpc (baseline), "
          f"{args.connections} connections", result)  # fmt: skip
     bare = Gunicorn("bench.baseline_app:app", server.env, "/healthz").start()  # its own port
     try:
-        against_bare = compare(args, (server, "/v2/enqueue", trigger), (bare, "/create", create),
-                               args.connections)  # fmt: skip
+        against_bare = compare(args, trigger, (bare, "/create", create, POSTED), args.connections)
     finally:
         bare.stop()
     against_bare["checks"] = [
         ("requests/s >= 0.7x bare INSERT", against_bare["rps_ratio"] >= 0.7),
         ("no failed requests", against_bare["ours"]["failed"] == 0),
     ]
-    show(f"PagerDuty trigger (ours) vs bench/baseline_app.py's INSERT + commit (baseline), "
+    show(f"PagerDuty trigger, {sent} (ours) vs bench/baseline_app.py's INSERT + commit (baseline), "
          f"{args.connections} connections", against_bare)  # fmt: skip
     return {"against_create": result, "against_bare_insert": against_bare}
 
@@ -196,8 +210,9 @@ def _against_none(
     windowed_token = sign_in(windowed)
     if cache != "0":  # the first server on the database adds them; the next finds them
         add_windows(windowed, windowed_token, 100)
-    ours = (windowed, "/rpc", {**CREATE, "token": windowed_token})
-    result = compare(args, ours, (plain, "/rpc", {**CREATE, "token": token}), args.connections)
+    ours: Target = (windowed, "/rpc", {**CREATE, "token": windowed_token}, POSTED)
+    result = compare(args, ours, (plain, "/rpc", {**CREATE, "token": token}, POSTED),
+                     args.connections)  # fmt: skip
     target = 0.9 if cache != "0" else 0.0  # uncached: measured, no target
     result["checks"] = [
         (f"requests/s >= {target}x none", result["rps_ratio"] >= target),
@@ -212,7 +227,8 @@ def _against_none(
 def main() -> dict[str, Any]:
     args = parse_args()
     only = {name.strip() for name in args.only.split(",")}
-    report: dict[str, Any] = {"load_average": os.getloadavg()[0], "cpus": os.cpu_count()}
+    report: dict[str, Any] = {"load_average": os.getloadavg()[0], "cpus": os.cpu_count(),
+                              "storm": args.storm}  # fmt: skip
     database = Database(args.admin_url).create()
     try:
         server = start(database)

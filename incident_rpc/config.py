@@ -195,6 +195,8 @@ class Config:
     HEALTH_STALL_TIMEOUT = _float("HEALTH_STALL_TIMEOUT", 30)
     # Seconds a worker keeps the maintenance windows it read (actions/silencing.py); 0: per create
     SILENCE_CACHE_SECONDS = _float("SILENCE_CACHE_SECONDS", 1)
+    # Seconds a worker keeps an API key it found live (access/keys.py); 0: read per request
+    API_KEY_CACHE_SECONDS = _float("API_KEY_CACHE_SECONDS", 1)
     # Concurrent creates share a commit (dispatch/group_commit.py).
     GROUP_COMMIT = _bool("GROUP_COMMIT", True)
     # Change events (events/fanout.py, events/websocket.py); times in seconds.

@@ -17,6 +17,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,27 @@ def test_a_reporter_key_may_trigger_but_not_resolve(server, token) -> None:
     assert answer.status_code == 400 and answer.json()["status"] == "invalid event"
     [incident] = raised_by(server, token, creator)
     assert incident["status"] == "new"
+
+
+def test_a_revoked_routing_key_is_refused_from_the_next_trigger_on(server, token) -> None:
+    """Both workers have kept the key (access/keys.py); its revocation ends that at once."""
+    _, key = new_key(server, token)
+    listed = server.rpc("key_list", token, 200)["data"]["keys"]
+    [key_id] = [row["id"] for row in listed if row["prefix"] == key[:12]]
+    event = {
+        "routing_key": key,
+        "event_action": "trigger",
+        "payload": {"summary": "Fan 2 stopped", "source": "rack-9", "severity": "error"},
+    }
+
+    def send(_: int) -> Any:
+        answer = server.post("/v2/enqueue", event)
+        return answer.status_code, tuple(answer.json().get("errors", ()))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(send, range(32))) == {(202, ())}
+        server.rpc("key_revoke", token, 200, id=key_id)
+        assert set(pool.map(send, range(32))) == {(400, ("Invalid routing key",))}
 
 
 def test_a_monitor_key_cannot_resolve_what_another_raised(server, token) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from support import InProcess, Server
+from support import InProcess, Server, wait_for
 
 PASSWORD = "correct horse battery"
 
@@ -256,6 +256,50 @@ def test_api_key_works_until_revoked_and_not_one_request_after(served_cast: Cast
     assert [k["revoked"] for k in listed if k["id"] == key_id] == [True]
     server.rpc("key_revoke", served_cast.admin, expect=200, id=key_id)  # again: no change
     server.rpc("key_revoke", served_cast.admin, expect=404, id=10**15)
+
+
+def test_a_key_revoked_on_another_instance_fails_here_within_the_cache_time(
+    served_cast: Cast, tmp_path
+) -> None:
+    """A worker keeps the keys it found live for API_KEY_CACHE_SECONDS; the revocation
+    count that ends them at once is shared by one instance's workers only, so another
+    instance on the same database accepts a revoked key for at most that long."""
+    server, ttl = served_cast.server, 2.0
+    other = Server(server.database_url, tmp_path, workers=1, API_KEY_CACHE_SECONDS=str(ttl))
+    other.start()
+    try:
+        _, key, key_id = served_cast.key()
+
+        def status() -> int:
+            body = {"action": "whoami", "token": key}
+            return other.post("/rpc", body).status_code
+
+        assert status() == 200  # the other instance now keeps it
+        server.rpc("key_revoke", served_cast.admin, expect=200, id=key_id)
+        revoked_at = time.monotonic()
+        server.rpc("whoami", key, expect=401)  # on the instance that revoked it: at once
+        wait_for(lambda: status() == 401, ttl + 5, "the other instance kept accepting the key")
+        assert time.monotonic() - revoked_at < ttl + 1
+        assert {status() for _ in range(20)} == {401}  # and it does not come back
+    finally:
+        other.stop()
+
+
+def test_a_key_revoked_is_refused_by_the_next_request_of_a_worker_that_kept_it(
+    served_cast: Cast,
+) -> None:
+    """Every worker of the server has kept the key (many requests, two workers); the
+    revocation's commit ends what each kept: not one more request is accepted."""
+    server = served_cast.server
+    _, key, key_id = served_cast.key()
+
+    def attempt(_: int) -> int:
+        return server.post("/rpc", {"action": "whoami", "token": key}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(attempt, range(48))) == {200}
+        server.rpc("key_revoke", served_cast.admin, expect=200, id=key_id)
+        assert set(pool.map(attempt, range(48))) == {401}
 
 
 def test_agent_key_may_change_incidents(cast: Cast) -> None:

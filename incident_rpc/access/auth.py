@@ -4,7 +4,8 @@ A token is `{"u": user id, "e": session epoch}` signed with itsdangerous under
 SECRET_KEY, with the signing time inside. Logout, a password change or
 disabling a user bumps the epoch, so every older token fails the one indexed
 primary-key lookup that each request makes anyway. An API key (`keys.PREFIX`)
-is accepted wherever a token is, and costs one indexed lookup of its hash.
+is accepted wherever a token is, and costs one indexed lookup of its hash (kept by
+each worker for a second: access/keys.py).
 """
 
 import time

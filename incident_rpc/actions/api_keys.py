@@ -41,10 +41,12 @@ def key_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 
 @action("key_revoke", params=KeyIdParams(), role=Role.admin, output=key_out, revokes=True)
 def key_revoke(ctx: Context, params: dict[str, Any]) -> ApiKey:
-    """The key fails from the next request on; revoking it again changes nothing."""
+    """The key fails from the next request on, in every worker once this commits
+    (access/keys.py); revoking it again changes nothing."""
     row = db.session.get(ApiKey, params["id"])
     if row is None:
         raise NotFound(f"no API key with id {params['id']}")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        keys.revoking(db.session())
     return row

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
+from incident_rpc.access import keys
 from incident_rpc.events import fanout, journal
 from incident_rpc.extensions import db
 from incident_rpc.notify import outbox, sender
@@ -31,6 +32,7 @@ def commit() -> None:
     if notifies:  # (in a batch, before its own commit: the sender looks again soon)
         sender.wake()
     if not journal.in_outer_transaction(session):
+        keys.committed(session)
         _pass_on(session)
 
 
@@ -65,6 +67,7 @@ def shared() -> Iterator[Connection]:
         yield connection
         db.session.remove()
         outer.commit()
+        keys.committed(joined)
         _pass_on(joined)  # what its savepoints wrote
     finally:
         db.session.remove()
