@@ -8,6 +8,7 @@ compose these pieces. Every server runs the production `gunicorn.conf.py`
 
 import json
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,13 @@ def wrk(
         if line.startswith("BENCH "):
             return json.loads(line[len("BENCH ") :])
     raise RuntimeError(f"wrk printed no result:\n{output}")
+
+
+def summarise(runs: list[dict[str, float]], keys: tuple[str, ...]) -> dict[str, float]:
+    """The median of each of `keys` over a turn's runs, and the failed requests in all."""
+    summary: dict[str, float] = {key: statistics.median(run[key] for run in runs) for key in keys}
+    summary["failed"] = sum(run["non_2xx"] + run["socket_errors"] for run in runs)
+    return summary
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:

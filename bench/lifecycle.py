@@ -39,6 +39,7 @@ from harness import (  # noqa: E402
     Database,
     Gunicorn,
     instance_dir,
+    summarise,
     wrk,
 )
 
@@ -87,8 +88,7 @@ def compare(
     result: dict[str, Any] = {"connections": connections, "runs": runs}
     keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_ms_per_request")
     for label, done in runs.items():
-        result[label] = {key: statistics.median(run[key] for run in done) for key in keys}
-        result[label]["failed"] = sum(run["non_2xx"] + run["socket_errors"] for run in done)
+        result[label] = summarise(done, keys)
     pairs = list(zip(runs["baseline"], runs["ours"], strict=True))
     for key, name in (("rps", "rps_ratio"), ("p99_ms", "p99_ratio"),
                       ("cpu_ms_per_request", "cpu_ratio")):  # fmt: skip

@@ -26,7 +26,15 @@ import threading
 import urllib.request
 from typing import Any
 
-from harness import ADMIN, DEFAULT_ADMIN_URL, Database, Gunicorn, instance_dir, wrk
+from harness import (
+    ADMIN,
+    DEFAULT_ADMIN_URL,
+    Database,
+    Gunicorn,
+    instance_dir,
+    summarise,
+    wrk,
+)
 from lifecycle import cpu_seconds
 
 TARGET = 0.95
@@ -68,11 +76,7 @@ def in_turns(args: argparse.Namespace, on: Gunicorn, off: Gunicorn, body: Any) -
             runs[label].append(run)
     result: dict[str, Any] = {"runs": runs, "scrape_cpu_ms_per_s": statistics.median(idle_on)}
     for label, done in runs.items():
-        result[label] = {
-            key: statistics.median(run[key] for run in done)
-            for key in ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request")
-        }
-        result[label]["failed"] = sum(run["non_2xx"] + run["socket_errors"] for run in done)
+        result[label] = summarise(done, ("rps", "p50_ms", "p99_ms", "cpu_ms_per_request"))
     pairs = list(zip(runs["off"], runs["on"], strict=True))
     for key in ("rps", "p99_ms", "cpu_ms_per_request"):
         result[f"{key}_ratio"] = statistics.median(on[key] / off[key] for off, on in pairs)

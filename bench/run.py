@@ -45,6 +45,7 @@ from harness import (
     instance_dir,
     rss_kib,
     seed_incidents,
+    summarise,
     wrk,
 )
 
@@ -141,11 +142,7 @@ def compare(
             runs[label].append(wrk(server.url + path, body, connections, args.seconds))
     result: dict[str, Any] = {"connections": connections, "runs": runs}
     for label, measured in runs.items():
-        result[label] = {
-            key: statistics.median(run[key] for run in measured)
-            for key in ("rps", "p50_ms", "p90_ms", "p99_ms")
-        }
-        result[label]["failed"] = sum(run["non_2xx"] + run["socket_errors"] for run in measured)
+        result[label] = summarise(measured, ("rps", "p50_ms", "p90_ms", "p99_ms"))
     pairs = list(zip(runs["baseline"], runs["ours"], strict=True))
     for key in ("rps", "p99_ms"):
         ratio = statistics.median(ours[key] / base[key] for base, ours in pairs)

@@ -2,8 +2,10 @@
 -- request, as a monitoring storm sends them: most alerts new, and every Nth one (the
 -- second argument, default 5) a repeat of one of the 20 newest, still open.
 --   wrk -t2 -c16 -d10s -s bench/storm.lua http://127.0.0.1:PORT/v2/enqueue -- '{...}' 5
--- Prints one JSON line of results for bench/lifecycle.py, as post.lua does.
+-- Prints one JSON line of results for bench/lifecycle.py: post.lua's `done`.
 
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(here .. "post.lua")  -- its `done`; `init` below replaces its `init`
 local threads = 0
 
 function setup(thread)
@@ -31,16 +33,4 @@ function request()
       n = fresh
    end
    return wrk.format(nil, nil, nil, head .. run .. "-" .. n .. '"}')
-end
-
-function done(summary, latency, requests)
-   local seconds = summary.duration / 1e6
-   local errors = summary.errors
-   io.write(string.format(
-      'BENCH {"requests": %d, "seconds": %.3f, "rps": %.1f, "p50_ms": %.3f, "p90_ms": %.3f,'
-         .. ' "p99_ms": %.3f, "max_ms": %.3f, "non_2xx": %d, "socket_errors": %d}\n',
-      summary.requests, seconds, summary.requests / seconds,
-      latency:percentile(50) / 1e3, latency:percentile(90) / 1e3,
-      latency:percentile(99) / 1e3, latency.max / 1e3,
-      errors.status, errors.connect + errors.read + errors.write + errors.timeout))
 end
