@@ -14,9 +14,10 @@ import time
 
 from gunicorn import util as gunicorn_util
 
-from incident_rpc import startup
+from incident_rpc import notifier, startup
 from incident_rpc.access import revocations  # noqa: F401  (made here, so the workers share it)
 from incident_rpc.config import Config, Gunicorn
+from incident_rpc.notify import wakeup
 from incident_rpc.telemetry import logs, multiprocess
 
 # Read (and checked, in on_starting) with the app's settings: incident_rpc/config.py.
@@ -51,6 +52,14 @@ def on_starting(server) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = server.metrics_dir
 
 
+def when_ready(server) -> None:
+    """The notification sender runs beside the workers, in a process of its own
+    (incident_rpc/notifier.py), started before them so that they inherit its doorbell."""
+    if Config.NOTIFY_SENDER:
+        server.notifier = notifier.Supervisor()
+        server.notifier.start()
+
+
 def child_exit(server, worker) -> None:
     """In the master: a worker's live gauges (its subscribers) no longer count."""
     if Config.METRICS_ENABLED:
@@ -58,7 +67,10 @@ def child_exit(server, worker) -> None:
 
 
 def on_exit(server) -> None:
-    """The directory made for this run goes with it (an operator's own one stays)."""
+    """The sender stops with its master; the directory made for this run goes with it
+    (an operator's own one stays)."""
+    if getattr(server, "notifier", None) is not None:
+        server.notifier.stop()
     if Config.METRICS_ENABLED and Gunicorn.METRICS_DIR is None:
         multiprocess.remove(server.metrics_dir)
 
@@ -69,7 +81,8 @@ def _is_gevent(worker) -> bool:
 
 def post_fork(server, worker) -> None:
     """Before the app loads: psycopg2 must wait on gevent, not block the whole worker,
-    and never longer than the database settings allow (incident_rpc/green.py)."""
+    and never longer than the database settings allow (runtime/waits.py)."""
+    wakeup.close_read_end()
     if _is_gevent(worker):
         from incident_rpc.runtime import waits
 
@@ -89,9 +102,6 @@ def post_worker_init(worker) -> None:
         stop(signum, frame)
 
     signal.signal(signal.SIGTERM, close_sockets_then_stop)
-    from incident_rpc.notify import sender
-
-    sender.start(worker.wsgi)  # this worker's notification sender (NOTIFY_SENDER)
 
 
 # gunicorn answers some requests itself, before the app sees them: a malformed request

@@ -86,15 +86,24 @@ class Gunicorn:
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False  # not listening yet, or busy starting
 
-    def workers(self) -> list[int]:
-        """The worker processes' ids (the master's children)."""
+    def children(self) -> list[int]:
+        """The master's child processes: its workers and its notification sender."""
         assert self.process is not None
-        pid = self.process.pid
-        try:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except FileNotFoundError:
-            return []
-        return [int(child) for child in children]
+        children: list[int] = []
+        for task in Path(f"/proc/{self.process.pid}/task").glob("*"):  # the sender's is a
+            try:  # thread's child
+                children += [int(child) for child in (task / "children").read_text().split()]
+            except FileNotFoundError:
+                pass
+        return children
+
+    def workers(self) -> list[int]:
+        """The worker processes' ids."""
+        return [pid for pid in self.children() if not _is_sender(pid)]
+
+    def senders(self) -> list[int]:
+        """The notification sender's process id, while one runs (incident_rpc/notifier.py)."""
+        return [pid for pid in self.children() if _is_sender(pid)]
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -104,3 +113,10 @@ class Gunicorn:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _is_sender(pid: int) -> bool:
+    try:
+        return b"incident_rpc.notifier" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False

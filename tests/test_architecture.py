@@ -84,7 +84,13 @@ def test_the_cycle_finder_finds_one() -> None:
 # The registry is below the handlers (they declare themselves with it) though it lives
 # in dispatch/; errors, extensions and config are the foundation everything stands on.
 LAYERS = [
-    ["incident_rpc", "incident_rpc.cli", "incident_rpc.startup", "incident_rpc.healthcheck"],
+    [
+        "incident_rpc",
+        "incident_rpc.cli",
+        "incident_rpc.startup",
+        "incident_rpc.healthcheck",
+        "incident_rpc.notifier",
+    ],
     ["incident_rpc.http", "incident_rpc.board"],
     ["incident_rpc.dispatch"],
     ["incident_rpc.actions"],

@@ -1,5 +1,5 @@
 """Deliveries survive what servers go through: a restart in the middle, SIGKILL with
-deliveries pending, a worker killed while it holds claims, two instances on one
+deliveries pending, a sender killed while it holds claims, two instances on one
 database, a storm of 2,000 incidents. Real gunicorn, a real loopback receiver.
 
 Delivery is at least once: after a crash a receiver may see a webhook-id again, never
@@ -85,9 +85,9 @@ def assert_once_each(received: list[Received], ids: list[int]) -> None:
 
 
 def kill_everything(server: Server) -> None:
-    """SIGKILL the master and its workers: nothing gets to finish anything."""
+    """SIGKILL the master, its workers and its sender: nothing gets to finish anything."""
     assert server.process is not None
-    for pid in [server.process.pid, *server.workers()]:
+    for pid in [server.process.pid, *server.children()]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -101,7 +101,7 @@ def database(new_database_url) -> str:
 
 
 def test_a_restart_in_the_middle_of_deliveries(database: str, tmp_path: Path) -> None:
-    with Receiver(lambda receiver, request: Answer(200, delay=0.05)) as receiver:
+    with Receiver(lambda receiver, request: Answer(200, delay=0.25)) as receiver:
         server = start(database, tmp_path)
         token = server.login()
         webhook(server, token, receiver.url)
@@ -133,7 +133,7 @@ def test_sigkill_with_deliveries_pending(database: str, tmp_path: Path) -> None:
     assert_once_each(received, ids)
 
 
-def test_a_dead_workers_claims_are_taken_over(database: str, tmp_path: Path) -> None:
+def test_a_dead_senders_claims_are_taken_over(database: str, tmp_path: Path) -> None:
     held = threading.Event()  # the first attempt never gets its answer
 
     def first_hangs(receiver: Receiver, request: Received) -> Answer:
@@ -152,7 +152,9 @@ def test_a_dead_workers_claims_are_taken_over(database: str, tmp_path: Path) -> 
                     text("SELECT claim FROM notify_deliveries WHERE channel_id = :c"),
                     {"c": channel["id"]},
                 ).scalar_one()
-            os.kill(int(claim.split(".")[0]), signal.SIGKILL)  # the sender's worker
+            sender = int(claim.split(".")[0])
+            assert server.senders() == [sender]
+            os.kill(sender, signal.SIGKILL)
             second = receiver.wait_for(lambda received: len(received) >= 2, timeout=30)[1]
             (delivery,) = eventually(
                 lambda: server.rpc("delivery_list", token, 200, channel_id=channel["id"],
@@ -164,6 +166,38 @@ def test_a_dead_workers_claims_are_taken_over(database: str, tmp_path: Path) -> 
     assert second.headers["webhook-id"] == first.headers["webhook-id"]
     assert second.at - first.at >= 2.5  # not before the lease (3 s) ran out
     assert delivery["attempts"] == 2
+
+
+def test_the_sender_is_started_again_and_goes_with_its_master(
+    database: str, tmp_path: Path
+) -> None:
+    with Receiver() as receiver:
+        server = start(database, tmp_path)
+        token = server.login()
+        webhook(server, token, receiver.url)
+        (first,) = eventually(server.senders)
+        os.kill(first, signal.SIGKILL)
+        (second,) = eventually(lambda: [pid for pid in server.senders() if pid != first])
+        server.rpc("create", token, 201, description="after the restart")
+        (request,) = receiver.wait_for(lambda received: len(received) >= 1)
+        assert request.json()["incident"]["description"] == "after the restart"
+        kill_everything_but(server, second)
+        eventually(lambda: not Path(f"/proc/{second}").exists() or _zombie(second), timeout=10)
+
+
+def kill_everything_but(server: Server, spared: int) -> None:
+    assert server.process is not None
+    for pid in [server.process.pid, *server.workers()]:
+        os.kill(pid, signal.SIGKILL)
+    server.process.wait()
+    assert Path(f"/proc/{spared}").exists()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except FileNotFoundError:
+        return True
 
 
 def test_two_instances_send_each_delivery_once(database: str, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from incident_rpc.dispatch.registry import Context, action
 from incident_rpc.errors import Conflict, InvalidParams, NotFound
 from incident_rpc.extensions import db
 from incident_rpc.models import Role, utcnow
-from incident_rpc.notify import addresses, rows, rules, sender, signing
+from incident_rpc.notify import addresses, rows, rules, signing, wakeup
 from incident_rpc.notify.models import Channel, ChannelKind, Delivery, DeliveryState
 from incident_rpc.notify.schemas import (
     RULE_KEYS,
@@ -138,7 +138,7 @@ def channel_test(ctx: Context, params: dict[str, Any]) -> Delivery:
     delivery = Delivery(**row)
     db.session.add(delivery)
     db.session.flush()
-    sender.wake()
+    wakeup.wake_sender()
     return delivery
 
 
@@ -168,5 +168,5 @@ def delivery_retry(ctx: Context, params: dict[str, Any]) -> Delivery:
         raise Conflict(f"channel {delivery.channel_id} is disabled; enable it with channel_update")
     delivery.state, delivery.round_start = DeliveryState.pending, delivery.attempts
     delivery.next_attempt_at, delivery.claim, delivery.claimed_until = utcnow(), None, None
-    sender.wake()
+    wakeup.wake_sender()
     return delivery

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from incident_rpc.access import keys
 from incident_rpc.events import fanout, journal
 from incident_rpc.extensions import db
-from incident_rpc.notify import outbox, sender
+from incident_rpc.notify import outbox, wakeup
 
 _OPTIONS = {"expire_on_commit": False}  # as db.session's own (extensions.py)
 
@@ -30,7 +30,7 @@ def commit() -> None:
     notifies = outbox.write_deliveries(session, journal.write_pending(session))
     session.commit()
     if notifies:  # (in a batch, before its own commit: the sender looks again soon)
-        sender.wake()
+        wakeup.wake_sender()
     if not journal.in_outer_transaction(session):
         keys.committed(session)
         _pass_on(session)

@@ -169,3 +169,11 @@ def next_due(connection: Connection) -> datetime | None:
     if isinstance(value, str):  # SQLite's max() of two timestamps loses their type
         value = datetime.fromisoformat(value)
     return value
+
+
+def release(connection: Connection, ids: list[int], token: str) -> None:
+    """Give back claims whose attempt never started: due again at once, the try uncounted."""
+    statement = update(Delivery).where(Delivery.id.in_(ids), Delivery.claim == token)
+    connection.execute(
+        statement.values(claim=None, claimed_until=None, attempts=Delivery.attempts - 1)
+    )

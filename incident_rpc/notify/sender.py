@@ -1,14 +1,14 @@
-"""The sender: one per worker process, posting the outbox's due deliveries.
+"""The sender: posting the outbox's due deliveries, in a process of its own (notifier.py).
 
-A thread (a greenlet in a gevent worker) claims due deliveries (claims.py), starts one
-attempt per claimed row (per chat, for Telegram) up to NOTIFY_CONCURRENCY at once,
-and records each result. It looks when a commit wrote deliveries in this process
-(`wake`; again soon after, as the ring comes just before the commit), when the
-earliest pending delivery is due, and every NOTIFY_POLL_INTERVAL anyway, so rows
-written by other processes, or left by a sender that died, are found.
+A thread claims due deliveries (claims.py), starts one attempt per claimed row (per
+chat, for Telegram) up to NOTIFY_CONCURRENCY at once, and records each result. It
+looks when it is woken (`wanted`: a commit wrote deliveries; again soon after, as a
+batch rings before its commit), when the earliest pending delivery is due, and every
+NOTIFY_POLL_INTERVAL anyway, so rows written by other instances, or left by a sender
+that died, are found.
 
-On SQLite a single sender runs per database: the worker holding a file lock beside
-the database; when it dies, the lock goes and another worker's sender takes over.
+On SQLite a single sender runs per database: the one holding a file lock beside the
+database; when its process ends, the lock goes and another instance's takes over.
 Telegram: at most one message per TELEGRAM_CHAT_INTERVAL to a chat (a slot taken in
 the database, so across every sender) and TELEGRAM_PER_SECOND from this sender; what
 waits for a chat goes out together, as one digest.
@@ -37,13 +37,6 @@ from incident_rpc.runtime.database import engine_options
 
 log = logging.getLogger("incident_rpc")
 FIRST_CHASE = 0.005  # seconds: after a ring, look again this soon (doubling) if nothing is due
-_senders: list["Sender"] = []
-
-
-def wake() -> None:
-    """Deliveries are about to commit in this process: look for them now."""
-    for running in _senders:
-        running.wanted.set()
 
 
 class Sender:
@@ -62,24 +55,44 @@ class Sender:
         self._pacer = _Pacer(1 / app.config["TELEGRAM_PER_SECOND"])
         self._lock_file: Any = None
         self._next_scan = 0.0  # time.monotonic() of the next re-notification scan
-        threading.Thread(target=self._run, name="incident-notify", daemon=True).start()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="incident-notify", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Claim nothing more, give back what is claimed but not started (another sender
+        may take it at once, not after the lease), let the attempts under way finish
+        for up to `timeout` seconds, and record them."""
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self.wanted.set()
+        self._thread.join(timeout)
+        unstarted = [row.id for _, rows in self._claimed for row in rows]
+        self._claimed.clear()
+        if unstarted:
+            with self.engine.begin() as connection:
+                claims.release(connection, unstarted, self.token)
+        while self.free < self.config["NOTIFY_CONCURRENCY"] and time.monotonic() < deadline:
+            self.wanted.wait(0.05)
+            self.wanted.clear()
+        self._record()
 
     def _run(self) -> None:
         delay = 0.5
-        while True:
+        while not self._stopping.is_set():
             try:
                 self._serve()
             except Exception as error:  # the database went away: try again, then catch up
                 log.warning("notification sender: %s; again in %.1f s", type(error).__name__, delay)
-                time.sleep(delay)
+                self._stopping.wait(delay)
                 delay = min(delay * 2, 10.0)
 
     def _serve(self) -> None:
         poll = self.config["NOTIFY_POLL_INTERVAL"]
         chase = 0.0
-        while True:
+        while not self._stopping.is_set():
             if not self._may_send():
-                time.sleep(poll)
+                self._stopping.wait(poll)
                 continue
             if self.wanted.is_set():
                 self.wanted.clear()
@@ -267,10 +280,3 @@ def _engine(config: dict[str, Any]) -> Engine:
 def _sqlite_connect(dbapi_connection: Any, record: Any) -> None:
     dbapi_connection.isolation_level = None  # BEGIN IMMEDIATE, above, instead of sqlite3's own
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-
-
-def start(app: Flask) -> None:
-    """In a worker process, after gunicorn forked it (gunicorn.conf.py). Not for an app
-    without our settings (bench/baseline_app.py runs under the same gunicorn.conf.py)."""
-    if app.config.get("NOTIFY_SENDER"):
-        _senders.append(Sender(app))

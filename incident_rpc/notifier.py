@@ -1,0 +1,85 @@
+"""The notification sender's process: started and kept running by gunicorn's master.
+
+The sender posts webhooks and Telegram messages and records every attempt; in a worker
+it would share that worker's interpreter lock and CPU with the requests it serves, and
+every create would wait behind it. In a process of its own, at a lower priority
+(NOTIFY_SENDER_NICE), it takes what the workers leave and catches up when they idle.
+
+`Supervisor` runs in the master (gunicorn.conf.py): it opens the workers' doorbell
+(notify/wakeup.py), starts `python -m incident_rpc.notifier` with the pipe's read end,
+starts it again a second after it exits, and stops it when the master exits. The
+process (`main`) wakes its sender at every byte on the pipe, and ends on SIGTERM
+(giving back what it claimed but did not start) or when its master is gone.
+"""
+
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+
+log = logging.getLogger("incident_rpc")
+WAKE_FD = "NOTIFY_WAKE_FD"  # the environment variable naming the pipe's read end
+RESTART_DELAY = 1.0  # seconds after an exit: a sender that cannot start does not spin
+STOP_TIMEOUT = 8.0  # seconds for the attempts under way, inside gunicorn's graceful 10
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        from incident_rpc.notify import wakeup
+
+        self.read_end = wakeup.open_pipe()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._keep_running, name="notifier", daemon=True).start()
+
+    def _keep_running(self) -> None:
+        env = {**os.environ, WAKE_FD: str(self.read_end)}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # its metrics are the workers' to keep
+        while not self._stopping.is_set():
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "incident_rpc.notifier"], env=env,
+                pass_fds=(self.read_end,),
+            )  # fmt: skip
+            self.process.wait()  # (0 when gunicorn's master reaped it first: it reaps all)
+            if not self._stopping.is_set():
+                log.warning("the notification sender exited; starting it again")
+                self._stopping.wait(RESTART_DELAY)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT + 1)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def main() -> None:
+    from incident_rpc import create_app
+    from incident_rpc.notify.sender import Sender
+
+    master = os.getppid()
+    wake_fd = int(os.environ[WAKE_FD])
+    app = create_app()
+    os.nice(app.config["NOTIFY_SENDER_NICE"])
+    sender = Sender(app)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the master, which stops us
+    while not stopping.is_set() and os.getppid() == master:
+        readable, _, _ = select.select([wake_fd], [], [], 1.0)
+        if readable:
+            os.read(wake_fd, 65536)
+            sender.wanted.set()
+    sender.stop(STOP_TIMEOUT)
+
+
+if __name__ == "__main__":
+    main()
