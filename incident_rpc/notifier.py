@@ -23,6 +23,7 @@ import threading
 log = logging.getLogger("incident_rpc")
 WAKE_FD = "NOTIFY_WAKE_FD"  # the environment variable naming the pipe's read end
 RESTART_DELAY = 1.0  # seconds after an exit: a sender that cannot start does not spin
+CHECK_EVERY = 0.2  # seconds between two looks at whether it still runs
 STOP_TIMEOUT = 8.0  # seconds for the attempts under way, inside gunicorn's graceful 10
 
 
@@ -40,12 +41,20 @@ class Supervisor:
     def _keep_running(self) -> None:
         env = {**os.environ, WAKE_FD: str(self.read_end)}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # its metrics are the workers' to keep
+        os.set_inheritable(self.read_end, True)
         while not self._stopping.is_set():
+            # close_fds=False, no pass_fds: subprocess then spawns with posix_spawn, whose
+            # parent waits for the exec in the kernel. A fork-and-exec reports the exec
+            # through a pipe instead, and a worker forked by the master meanwhile kept
+            # that pipe open: the start hung until the worker exited.
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "incident_rpc.notifier"], env=env,
-                pass_fds=(self.read_end,),
-            )  # fmt: skip
-            self.process.wait()  # (0 when gunicorn's master reaped it first: it reaps all)
+                [sys.executable, "-m", "incident_rpc.notifier"], env=env, close_fds=False
+            )
+            # Polled, not waited for: gunicorn's master reaps every child (waitpid(-1)),
+            # and a thread blocked in waitpid for this one then slept on until some other
+            # child changed state. poll() takes that for an exit (code 0).
+            while self.process.poll() is None and not self._stopping.wait(CHECK_EVERY):
+                pass
             if not self._stopping.is_set():
                 log.warning("the notification sender exited; starting it again")
                 self._stopping.wait(RESTART_DELAY)
@@ -67,6 +76,10 @@ def main() -> None:
 
     master = os.getppid()
     wake_fd = int(os.environ[WAKE_FD])
+    # What else the master let us inherit (its listening socket, above all) is not ours
+    # to hold: the port would stay taken while we outlive a killed master.
+    os.closerange(3, wake_fd)
+    os.closerange(wake_fd + 1, os.sysconf("SC_OPEN_MAX"))
     app = create_app()
     os.nice(app.config["NOTIFY_SENDER_NICE"])
     sender = Sender(app)

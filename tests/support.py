@@ -112,6 +112,10 @@ class Server(Gunicorn):
             # sign-ins on purpose, all from 127.0.0.1 (test_teams.py turns it on).
             "LOGIN_MAX_FAILURES": "0",
             "LOGIN_MAX_FAILURES_PER_ADDRESS": "0",
+            # The sender yields to the workers (nice 10) in production. With the suite's
+            # other servers busy on both cores it got a tenth of a core: its start alone
+            # (1.6 s of CPU) took over 15 s, and waits for deliveries ran out.
+            "NOTIFY_SENDER_NICE": "0",
             **env,
         }
         super().__init__("wsgi:app", settings, workers=workers)

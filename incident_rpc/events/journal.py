@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from incident_rpc.errors import PayloadTooLarge
 from incident_rpc.extensions import db
 from incident_rpc.models import Event, Incident, utcnow
-from incident_rpc.runtime import jsonio
+from incident_rpc.runtime import database, jsonio
 from incident_rpc.schemas.fields import Timestamp
 from incident_rpc.schemas.incidents import incident_out
 
@@ -90,7 +90,7 @@ def _note(
 # short of the next transaction's. It also answers what a listener needs to pass the
 # events on without reading them back (see `Chunk`): the last id below them, and
 # whether that id is final, i.e. no older transaction is still running. Prepared once
-# per connection (`_prepared`): planning it took twice as long as running it.
+# per connection: planning it took twice as long as running it.
 _WRITE_EVENTS = "incident_rpc_write_events"
 _WRITE_EVENTS_SQL = f"""
 WITH t AS (SELECT pg_current_xact_id()::text::bigint << {ID_SHIFT} AS low,
@@ -112,17 +112,6 @@ SELECT (SELECT count(*) FROM inserted) AS written, first.id AS first_id,
        (SELECT horizon = low FROM t) AS final
 FROM first
 """
-_EXECUTE_WRITE_EVENTS = f"EXECUTE {_WRITE_EVENTS}(%s)"  # for the driver: nothing to compile
-
-
-def _prepared(connection: Connection) -> Connection:
-    """The connection, with the events INSERT prepared on it (once per pooled
-    connection; a rollback does not undo a PREPARE)."""
-    info = connection.info  # lives as long as the database connection itself
-    if _WRITE_EVENTS not in info:
-        connection.exec_driver_sql(f"PREPARE {_WRITE_EVENTS}(jsonb) AS {_WRITE_EVENTS_SQL}")
-        info[_WRITE_EVENTS] = True
-    return connection
 
 
 @dataclass(frozen=True)
@@ -152,11 +141,10 @@ def write_pending(session: Session) -> list[dict[str, Any]]:
     for row in pending:
         row["at"] = _timestamp.serialize("at", row)
     if session.get_bind().dialect.name == "postgresql":
-        written, first_id, previous, final = (
-            _prepared(session.connection())
-            .exec_driver_sql(_EXECUTE_WRITE_EVENTS, (jsonio.encode(pending).decode(),))
-            .one()
-        )
+        document = jsonio.encode(pending).decode()
+        written, first_id, previous, final = database.execute_prepared(
+            session.connection(), _WRITE_EVENTS, _WRITE_EVENTS_SQL, document
+        ).one()
         if written < len(pending):
             raise TooManyEvents()  # the commit fails; what was written is rolled back
     else:  # BEGIN IMMEDIATE: no other writer until we commit, so max + 1 is ours

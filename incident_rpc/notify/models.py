@@ -2,13 +2,13 @@
 
 A channel's secret (a webhook's signing key, a Telegram bot token, a Slack incoming-webhook
 URL) is stored to be used, and shown once, when it is made; answers carry only its
-masked prefix. The schema is owned by migration 0009_notifications.
+masked prefix. The schema is owned by migrations 0009_notifications and 0010.
 """
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from incident_rpc.extensions import db
@@ -59,9 +59,8 @@ class Delivery(db.Model):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    channel_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("notify_channels.id", ondelete="CASCADE")
-    )
+    # No foreign key (migration 0010): channel_delete deletes a channel's deliveries.
+    channel_id: Mapped[int] = mapped_column(BigInteger)
     # The receiver's idempotency key (webhook-id): the same on every attempt. Unique, so
     # that a re-notification written by two senders at once is written once.
     message_id: Mapped[str] = mapped_column(String(80), unique=True)

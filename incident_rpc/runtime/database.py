@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import Connection, create_engine, event, func, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
@@ -76,6 +76,17 @@ def use_reads_session() -> None:
             _READS, create_engine(app.config["SQLALCHEMY_DATABASE_URI"], **options)
         )
     db.session.registry.set(Session(engine, expire_on_commit=False))
+
+
+def execute_prepared(connection: Connection, name: str, sql: str, document: str) -> Any:
+    """PostgreSQL: run `sql`, which takes one jsonb parameter, as the prepared statement
+    `name`: prepared once per pooled connection (a rollback does not undo a PREPARE), so
+    that neither SQLAlchemy compiles it nor PostgreSQL plans it at every call."""
+    info = connection.info  # lives as long as the database connection itself
+    if name not in info:
+        connection.exec_driver_sql(f"PREPARE {name}(jsonb) AS {sql}")
+        info[name] = True
+    return connection.exec_driver_sql(f"EXECUTE {name}(%s)", (document,))
 
 
 def engine_is_postgres(config: dict[str, Any]) -> bool:
