@@ -3,9 +3,14 @@
 Each is a small threaded http.server on 127.0.0.1 that records every request (with
 when it came) and answers what the test's `answer` function says, so a test can fail
 the first tries, time out, answer 429 or 410, or hold a request until it says so.
+By default each connection carries one request (HTTP/1.0); with `keep_alive` it stays
+open for more (HTTP/1.1), until `idle_timeout` seconds pass without one. Each request
+records its peer (the client's address and port: one per connection), and `closed`
+the peers whose connections the receiver has closed.
 """
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +25,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float  # time.monotonic()
+    peer: tuple[str, int] = ("", 0)  # the client's address and port: its connection
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -44,19 +50,32 @@ def ok(receiver: "Receiver", request: Received) -> Answer:
 class Receiver:
     """A loopback HTTP server that records POSTs and answers with `answer(self, request)`."""
 
-    def __init__(self, answer: Answering = ok, port: int = 0) -> None:
+    def __init__(
+        self,
+        answer: Answering = ok,
+        port: int = 0,
+        *,
+        keep_alive: bool = False,
+        idle_timeout: float | None = None,
+    ) -> None:
         self.answer = answer
+        self.keep_alive = keep_alive
         self.received: list[Received] = []
+        self.closed: list[tuple[str, int]] = []  # peers, as the receiver closed them
+        self._open: dict[socket.socket, tuple[str, int]] = {}
         self.lock = threading.Condition()
         self.released = threading.Event()  # set at stop: every held request is answered
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+            timeout = idle_timeout  # the socket's: waiting longer for a request ends it
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = Received(
                     self.path, {k.lower(): v for k, v in self.headers.items()},
-                    self.rfile.read(length), time.monotonic(),
+                    self.rfile.read(length), time.monotonic(), self.client_address[:2],
                 )  # fmt: skip
                 with receiver.lock:
                     receiver.received.append(request)
@@ -86,6 +105,17 @@ class Receiver:
             request_queue_size = 256  # the default 5 drops connections that come at once
             daemon_threads = True
 
+            def process_request(self, request: Any, client_address: Any) -> None:
+                with receiver.lock:
+                    receiver._open[request] = client_address[:2]
+                super().process_request(request, client_address)
+
+            def shutdown_request(self, request: Any) -> None:
+                super().shutdown_request(request)
+                with receiver.lock:
+                    receiver.closed.append(receiver._open.pop(request))
+                    receiver.lock.notify_all()
+
         self.server = Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -98,6 +128,14 @@ class Receiver:
     def stop(self) -> None:
         self.released.set()
         self.server.shutdown()
+        if self.keep_alive:  # connections waiting for a next request end now
+            with self.lock:
+                waiting = list(self._open)
+            for connection in waiting:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
         self.server.server_close()
 
     def __enter__(self) -> "Receiver":
@@ -108,15 +146,17 @@ class Receiver:
 
     def wait_for(self, done: Callable[[list[Received]], bool], timeout: float = 30) -> list:
         """The requests so far, once `done(requests)` holds; AssertionError after `timeout`."""
-        deadline = time.monotonic() + timeout
         with self.lock:
-            while not done(self.received):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    got = len(self.received)
-                    raise AssertionError(f"not done after {timeout} s: {got} received")
-                self.lock.wait(left)
+            if not self.lock.wait_for(lambda: done(self.received), timeout):
+                got = len(self.received)
+                raise AssertionError(f"not done after {timeout} s: {got} received")
             return list(self.received)
+
+    def wait_closed(self, peer: tuple[str, int], timeout: float = 30) -> None:
+        """Once the receiver has closed the connection from `peer`."""
+        with self.lock:
+            if not self.lock.wait_for(lambda: peer in self.closed, timeout):
+                raise AssertionError(f"{peer} still open after {timeout} s")
 
     def count(self, path_part: str = "") -> int:
         with self.lock:

@@ -2,8 +2,9 @@
 
 Signed with Standard Webhooks (verified with the specification's own library), retried
 on 500, timeouts and 429 with the same webhook-id, 410 disabling the channel, other 4xx
-failing at once, a failed delivery sent again, rules filtering, and nothing for a
-command that rolled back. The crash, takeover and storm cases: test_delivery_crashes.py.
+failing at once, a failed delivery sent again, rules filtering, nothing for a command
+that rolled back, and posts on kept connections. The crash, takeover and storm cases:
+test_delivery_crashes.py.
 """
 
 import json
@@ -264,6 +265,48 @@ def test_concurrent_creates_are_each_delivered_once(server: Server, token: str, 
     webhook_ids = [r.headers["webhook-id"] for r in got]
     assert len(webhook_ids) == len(set(webhook_ids)) == 200
     assert sorted(verified(channel["secret"], r)["incident"]["id"] for r in got) == sorted(ids)
+
+
+def delivered(server: Server, token: str, channel_id: int, count: int) -> list[dict[str, Any]]:
+    """The channel's deliveries once `count` are recorded delivered: their attempts are
+    over, so their connections are back in the sender's pool."""
+
+    def done() -> list[dict[str, Any]] | None:
+        rows = deliveries(server, token, channel_id=channel_id, state="delivered")
+        return rows if len(rows) >= count else None
+
+    return eventually(done)
+
+
+def test_deliveries_to_one_receiver_share_connections(server: Server, token: str, channels):
+    """One after another, six deliveries come over at most one connection per sender (on
+    PostgreSQL each of the two workers runs one), not one each."""
+    with Receiver(keep_alive=True) as receiver:
+        channel = channels(receiver.url)
+        for count in range(1, 7):
+            create(server, token)
+            rows = delivered(server, token, channel["id"], count)
+        got = receiver.wait_for(lambda r: len(r) >= 6)
+    assert len({r.headers["webhook-id"] for r in got}) == len(got) == 6
+    assert [row["attempts"] for row in rows] == [1] * 6
+    assert len({r.peer for r in got}) <= server.worker_count < 6
+
+
+def test_a_receiver_closing_idle_connections_gets_each_delivery(server: Server, token, channels):
+    """The receiver closes a connection idle for 0.3 s, well inside the pool's 4 s: the
+    next post on it fails at once and goes again on a new connection, in the same
+    attempt. Of three deliveries, at least one finds its sender's closed connection
+    (two senders at most), each after the receiver has closed it."""
+    with Receiver(keep_alive=True, idle_timeout=0.3) as receiver:
+        channel = channels(receiver.url)
+        for count in range(1, 4):
+            create(server, token)
+            got = receiver.wait_for(lambda r, count=count: len(r) >= count)
+            rows = delivered(server, token, channel["id"], count)
+            receiver.wait_closed(got[-1].peer)
+        got = receiver.wait_for(lambda r: True)
+    assert len({r.headers["webhook-id"] for r in got}) == len(got) == 3
+    assert [row["attempts"] for row in rows] == [1] * 3  # not the retry schedule's second
 
 
 def test_an_unacknowledged_incident_is_renotified_a_few_times(server: Server, token: str, channels):

@@ -1,21 +1,20 @@
-"""One HTTP POST to a channel, through `addresses.connect`, answered as an `Outcome`.
+"""One HTTP POST to a channel, on a kept connection or a new one, answered as an `Outcome`.
 
 http.client, not a client library: the socket must be the one whose peer address was
-checked. gevent patches it in the workers, so a slow receiver holds a greenlet, not
-the worker. Errors name what went wrong, never the URL (a Slack URL or a Telegram
-bot's path is a secret).
+checked (connections.py opens every one through `addresses.connect`). gevent patches it
+in the workers, so a slow receiver holds a greenlet, not the worker. Errors name what
+went wrong, never the URL (a Slack URL or a Telegram bot's path is a secret).
 """
 
 import http.client
 import json
-import ssl
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from incident_rpc.models import utcnow
-from incident_rpc.notify import addresses
+from incident_rpc.notify import addresses, connections
 
 MAX_ANSWER = 64 * 1024  # bytes of an answer read (Telegram's says why it refused)
 
@@ -28,33 +27,33 @@ class Outcome:
     answer: Any = None  # the answer's JSON, when it is JSON
 
 
-class _Connection(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, timeout: float, allow_private: bool) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.allow_private = allow_private
-
-    def connect(self) -> None:
-        self.sock = addresses.connect(self.host, self.port, self.timeout, self.allow_private)
+# How a reused connection fails when the receiver closed it while it was idle (http.client's
+# RemoteDisconnected is a ConnectionResetError): posted again, once, on a new connection.
+# Never after a timeout (the receiver may have the request) nor for a new connection
+# (the caller's retry schedule is for that).
+CLOSED_WHILE_IDLE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
-class _TlsConnection(_Connection):
-    def connect(self) -> None:
-        super().connect()
-        self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=self.host)
-
-
-def post(url: str, body: bytes, headers: dict[str, str], timeout: float, allow_private: bool):
+def post(
+    url: str, body: bytes, headers: dict[str, str], timeout: float, allow_private: bool
+) -> Outcome:
     """POST `body` as JSON; never raises for the network's or the receiver's failures."""
     parts = urlsplit(url)
-    tls = parts.scheme == "https"
-    kind = _TlsConnection if tls else _Connection
-    connection = kind(
-        parts.hostname or "", parts.port or (443 if tls else 80), timeout, allow_private
-    )
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    origin = connections.Origin(parts.scheme, parts.hostname or "", port, allow_private)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers = {"Content-Type": "application/json", **headers}
+    connection, reused = connections.take(origin, timeout)
+    response = None
     try:
-        connection.request("POST", path, body, {"Content-Type": "application/json", **headers})
-        response = connection.getresponse()
+        try:
+            response = _send(connection, path, body, headers)
+        except CLOSED_WHILE_IDLE:
+            if not reused:
+                raise
+            connection.close()
+            connection = connections.Connection(origin, timeout)
+            response = _send(connection, path, body, headers)
         raw = response.read(MAX_ANSWER)
         return Outcome(
             response.status,
@@ -71,7 +70,14 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float, allow_p
     except http.client.HTTPException as error:  # not HTTP at all
         return Outcome(None, type(error).__name__)
     finally:
-        connection.close()
+        connections.release(connection, response)
+
+
+def _send(
+    connection: connections.Connection, path: str, body: bytes, headers: dict[str, str]
+) -> http.client.HTTPResponse:
+    connection.request("POST", path, body, headers)
+    return connection.getresponse()
 
 
 def retry_after(value: str | None) -> float | None:
