@@ -208,7 +208,7 @@ class Config:
     EVENTS_REAUTH_INTERVAL = _seconds("EVENTS_REAUTH_INTERVAL", 60)  # revoked: closed within this
     # Outbound notifications (incident_rpc/notify/); times in seconds.
     NOTIFY_SENDER = _bool("NOTIFY_SENDER", True)  # gunicorn's master runs a sender process
-    NOTIFY_SENDER_NICE = _int("NOTIFY_SENDER_NICE", 10, minimum=0, maximum=19)  # below workers
+    NOTIFY_SENDER_NICE = _int("NOTIFY_SENDER_NICE", 19, minimum=0, maximum=19)  # below workers
     NOTIFY_POLL_INTERVAL = _seconds("NOTIFY_POLL_INTERVAL", 1)  # look for due deliveries
     NOTIFY_LEASE = _seconds("NOTIFY_LEASE", 60)  # a claim unfinished this long is taken over
     NOTIFY_TIMEOUT = _seconds("NOTIFY_TIMEOUT", 10)  # one attempt's connect and each read

@@ -37,6 +37,7 @@ from incident_rpc.runtime.database import engine_options
 
 log = logging.getLogger("incident_rpc")
 FIRST_CHASE = 0.005  # seconds: after a ring, look again this soon (doubling) if nothing is due
+RECORD_WAIT = 0.05  # seconds a finished attempt may wait for others to be recorded with
 
 
 class Sender:
@@ -51,6 +52,7 @@ class Sender:
         self.capacity = 4 * self.free
         self._claimed: deque[tuple[Row, list[Row]]] = deque()
         self._results: list[tuple[Row, list[Row], Outcome]] = []
+        self._first_result = 0.0  # time.monotonic() when the oldest unrecorded one came
         self._lock = threading.Lock()  # the slots and the results
         self._pacer = _Pacer(1 / app.config["TELEGRAM_PER_SECOND"])
         self._lock_file: Any = None
@@ -75,7 +77,7 @@ class Sender:
         while self.free < self.config["NOTIFY_CONCURRENCY"] and time.monotonic() < deadline:
             self.wanted.wait(0.05)
             self.wanted.clear()
-        self._record()
+        self._record(at_once=True)
 
     def _run(self) -> None:
         delay = 0.5
@@ -106,6 +108,8 @@ class Sender:
                 continue
             busy = self._claimed or self.free < self.config["NOTIFY_CONCURRENCY"]
             wait = poll if busy else self._until_due(poll)
+            if self._results:
+                wait = min(wait, RECORD_WAIT)
             if chase:
                 wait, chase = min(wait, chase), (chase * 2 if chase * 2 < poll else 0.0)
             self.wanted.wait(wait)
@@ -125,9 +129,12 @@ class Sender:
         return True
 
     def _claim(self) -> int:
-        """Claim what is due, up to the room left; how many attempts that makes."""
-        room = self.capacity - len(self._claimed) - (self.config["NOTIFY_CONCURRENCY"] - self.free)
-        if room <= 0:
+        """Claim what is due, up to the room left; how many attempts that makes. While
+        work is queued or under way, only once half the room is free: a claim per
+        finished attempt cost the database more than the deliveries' own rows."""
+        in_flight = self.config["NOTIFY_CONCURRENCY"] - self.free
+        room = self.capacity - len(self._claimed) - in_flight
+        if room <= 0 or (room < self.capacity // 2 and (self._claimed or in_flight)):
             return 0
         now, lease = utcnow(), self.config["NOTIFY_LEASE"]
         with self.engine.begin() as connection:
@@ -188,6 +195,8 @@ class Sender:
         with self._lock:
             self.free += 1
             if outcome is not None:
+                if not self._results:
+                    self._first_result = time.monotonic()
                 self._results.append((channel, rows, outcome))
         self.wanted.set()
 
@@ -196,10 +205,15 @@ class Sender:
             interval = self.config["TELEGRAM_CHAT_INTERVAL"]
             claims.push_chat_slot(connection, channel_id, utcnow(), interval)
 
-    def _record(self) -> None:
+    def _record(self, at_once: bool = False) -> None:
         """Every finished attempt's result, in one transaction. Rows are updated in id
         order, as channel_delete locks them, so that the two never deadlock."""
         with self._lock:
+            in_flight = self.config["NOTIFY_CONCURRENCY"] - self.free
+            waited = time.monotonic() - self._first_result
+            few = len(self._results) < self.capacity // 4
+            if few and in_flight and waited < RECORD_WAIT and not at_once:
+                return  # a few more first: one transaction for many
             results, self._results = self._results, []
         if not results:
             return
