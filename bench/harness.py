@@ -73,6 +73,8 @@ class Gunicorn(servers.Gunicorn):
     """The tests' gunicorn (tests/servers.py), with a stdlib client for the API."""
 
     def __init__(self, app: str, env: dict[str, str], ready_path: str, root: Path = ROOT) -> None:
+        if app != "wsgi:app":  # a baseline, under our gunicorn.conf.py: no sender of ours
+            env = {**env, "NOTIFY_SENDER": "0"}  # beside it, on its database
         super().__init__(app, env, root=root, ready_path=ready_path)
 
     def post(self, path: str, body: Any) -> Any:
