@@ -20,6 +20,8 @@ import subprocess
 import sys
 import threading
 
+from incident_rpc.notify import wakeup
+
 log = logging.getLogger("incident_rpc")
 WAKE_FD = "NOTIFY_WAKE_FD"  # the environment variable naming the pipe's read end
 RESTART_DELAY = 1.0  # seconds after an exit: a sender that cannot start does not spin
@@ -29,8 +31,6 @@ STOP_TIMEOUT = 8.0  # seconds for the attempts under way, inside gunicorn's grac
 
 class Supervisor:
     def __init__(self) -> None:
-        from incident_rpc.notify import wakeup
-
         self.read_end = wakeup.open_pipe()
         self.process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
