@@ -112,9 +112,13 @@ class Server(Gunicorn):
             # sign-ins on purpose, all from 127.0.0.1 (test_teams.py turns it on).
             "LOGIN_MAX_FAILURES": "0",
             "LOGIN_MAX_FAILURES_PER_ADDRESS": "0",
-            # The sender yields to the workers (nice 10) in production. With the suite's
-            # other servers busy on both cores it got a tenth of a core: its start alone
-            # (1.6 s of CPU) took over 15 s, and waits for deliveries ran out.
+            # No notification sender unless a test asks for one (NOTIFY_SENDER="1": the
+            # tests of notifications do). Its process starts the app, 1.6 s of CPU, and
+            # the suite starts hundreds of servers that never have a channel.
+            "NOTIFY_SENDER": "0",
+            # It yields to the workers (nice 19) in production. With the suite's other
+            # servers busy on both cores its start alone took over 15 s, and waits for
+            # deliveries ran out.
             "NOTIFY_SENDER_NICE": "0",
             **env,
         }

@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 from support import Server, free_port
 
 SETTINGS = {
+    "NOTIFY_SENDER": "1",
     "WEBHOOK_ALLOW_PRIVATE": "1",
     "NOTIFY_TIMEOUT": "1",
     # Claims of a killed worker are taken over soon. The storm and the two instances run

@@ -22,6 +22,7 @@ from incident_rpc.notify import rules
 
 SETTINGS = {
     "WEBHOOK_ALLOW_PRIVATE": "1",
+    "NOTIFY_SENDER": "1",
     "NOTIFY_TIMEOUT": "1",
     "NOTIFY_RETRY_SCHEDULE": "0.2,0.2,0.2,0.2",
     "NOTIFY_POLL_INTERVAL": "0.5",

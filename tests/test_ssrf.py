@@ -84,7 +84,9 @@ def database(new_database_url) -> str:
 @pytest.fixture(scope="module")
 def strict(database: str, tmp_path_factory) -> Iterator[Server]:
     """A server with the default: no private or loopback destinations."""
-    running = Server(database, tmp_path_factory.mktemp("instance"), NOTIFY_POLL_INTERVAL="0.3")
+    running = Server(
+        database, tmp_path_factory.mktemp("instance"), NOTIFY_POLL_INTERVAL="0.3", NOTIFY_SENDER="1"
+    )
     yield running.start()
     running.stop()
 

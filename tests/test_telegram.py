@@ -49,7 +49,7 @@ def server(new_database_url, tmp_path_factory, bot) -> Iterator[Server]:
     receiver, _ = bot
     running = Server(
         new_database_url(), tmp_path_factory.mktemp("instance"), TELEGRAM_API_URL=receiver.url,
-        NOTIFY_RETRY_SCHEDULE="0.2,0.2,0.2", NOTIFY_POLL_INTERVAL="0.3",
+        NOTIFY_RETRY_SCHEDULE="0.2,0.2,0.2", NOTIFY_POLL_INTERVAL="0.3", NOTIFY_SENDER="1",
     ).start()  # fmt: skip
     yield running
     running.stop()
