@@ -8,7 +8,7 @@ masked prefix. The schema is owned by migrations 0009_notifications and 0010.
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from incident_rpc.extensions import db
@@ -53,7 +53,14 @@ class Delivery(db.Model):
 
     __tablename__ = "notify_deliveries"
     __table_args__ = (
-        Index("ix_notify_deliveries_due", "state", "next_attempt_at"),
+        # Pending rows only, in the claim's order (migration 0011).
+        Index(
+            "ix_notify_deliveries_pending",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
         Index("ix_notify_deliveries_channel", "channel_id", "id"),
         Index("ix_notify_deliveries_incident", "incident_id", "id"),
     )
