@@ -24,6 +24,7 @@ from incident_rpc.notify import wakeup
 
 log = logging.getLogger("incident_rpc")
 WAKE_FD = "NOTIFY_WAKE_FD"  # the environment variable naming the pipe's read end
+MASTER = "NOTIFY_MASTER_PID"  # and the one naming the process whose child it must stay
 RESTART_DELAY = 1.0  # seconds after an exit: a sender that cannot start does not spin
 CHECK_EVERY = 0.2  # seconds between two looks at whether it still runs
 STOP_TIMEOUT = 8.0  # seconds for the attempts under way, inside gunicorn's graceful 10
@@ -39,7 +40,7 @@ class Supervisor:
         threading.Thread(target=self._keep_running, name="notifier", daemon=True).start()
 
     def _keep_running(self) -> None:
-        env = {**os.environ, WAKE_FD: str(self.read_end)}
+        env = {**os.environ, WAKE_FD: str(self.read_end), MASTER: str(os.getpid())}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # its metrics are the workers' to keep
         os.set_inheritable(self.read_end, True)
         while not self._stopping.is_set():
@@ -74,7 +75,9 @@ def main() -> None:
     from incident_rpc import create_app
     from incident_rpc.notify.sender import Sender
 
-    master = os.getppid()
+    # Named by the master, not read from getppid(): a master killed before this line
+    # would leave us the child of init, and init would pass for our master.
+    master = int(os.environ[MASTER])
     wake_fd = int(os.environ[WAKE_FD])
     # What else the master let us inherit (its listening socket, above all) is not ours
     # to hold: the port would stay taken while we outlive a killed master.
@@ -89,7 +92,8 @@ def main() -> None:
     while not stopping.is_set() and os.getppid() == master:
         readable, _, _ = select.select([wake_fd], [], [], 1.0)
         if readable:
-            os.read(wake_fd, 65536)
+            if not os.read(wake_fd, 65536):
+                break  # every write end is closed: the master and its workers are gone
             sender.wanted.set()
     sender.stop(STOP_TIMEOUT)
 

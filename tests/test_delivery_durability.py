@@ -8,6 +8,8 @@ an event under two webhook-ids, and never an event missing.
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 from receivers import Answer, Received, Receiver, eventually
 from sqlalchemy import create_engine, text
-from support import Server, free_port
+from support import ROOT, Server, free_port
 
 SETTINGS = {
     "NOTIFY_SENDER": "1",
@@ -199,6 +201,42 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
     except FileNotFoundError:
         return True
+
+
+def sender_alone(tmp_path: Path, master: int, wake_fd: int) -> subprocess.Popen[bytes]:
+    """`python -m incident_rpc.notifier` as gunicorn's master starts it, but by this test."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/alone.sqlite3",
+           "INSTANCE_PATH": str(tmp_path), "SECRET_KEY": "test-secret-key",
+           "NOTIFY_WAKE_FD": str(wake_fd), "NOTIFY_MASTER_PID": str(master)}  # fmt: skip
+    command = [sys.executable, "-m", "incident_rpc.notifier"]
+    return subprocess.Popen(command, cwd=ROOT, env=env, pass_fds=(wake_fd,))
+
+
+def test_a_sender_whose_doorbell_has_no_writer_left_exits(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    sender = sender_alone(tmp_path, os.getpid(), read_end)  # its master "lives": this test
+    os.close(read_end)
+    try:
+        os.write(write_end, b".")  # a commit's ring: it goes on
+        eventually(lambda: (tmp_path / "alone.sender.lock").exists())  # it runs, and sends
+        assert sender.poll() is None
+        os.close(write_end)  # the master and every worker are gone: it must not spin
+        assert sender.wait(timeout=30) == 0
+    finally:
+        sender.kill()
+        sender.wait()
+
+
+def test_a_sender_started_after_its_master_died_exits(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    sender = sender_alone(tmp_path, 1, read_end)  # not its parent: its master is gone
+    try:
+        assert sender.wait(timeout=30) == 0  # though its doorbell still has a writer
+    finally:
+        sender.kill()
+        sender.wait()
+        os.close(read_end)
+        os.close(write_end)
 
 
 def test_two_instances_send_each_delivery_once(database: str, tmp_path: Path) -> None:
