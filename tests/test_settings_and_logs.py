@@ -66,6 +66,7 @@ def assert_refused_in_the_master(done: subprocess.CompletedProcess[str]) -> None
         ("DB_POOL_SIZE", "-1", "a whole number, at least 1"),
         ("MAX_BULK", "65537", "between 1 and 65536"),
         ("PORT", "70000", "between 1 and 65535"),
+        ("NOTIFY_SENDER_NICE", "20", "between 0 and 19"),
         ("GUNICORN_THREADS", "many", "a whole number, at least 1"),
         ("EVENTS_PING_INTERVAL", "0", "a number of seconds greater than 0"),
         ("EVENTS_SEND_TIMEOUT", "nan", "a number, at least 0"),

@@ -11,7 +11,6 @@ attempts run side by side, and a connection is only ever in one attempt's hands.
 """
 
 import http.client
-import os
 import socket
 import ssl
 import threading
@@ -113,16 +112,3 @@ def _stale(now: float) -> list[tuple[float, Connection]]:
 def _close(entries: list[tuple[float, Connection]]) -> None:
     for _, connection in entries:
         connection.close()
-
-
-def _forget_in_child() -> None:
-    """A forked child must not post on its parent's connections: it closes its copies
-    of their descriptors, which leaves the parent's open."""
-    global _lock
-    _lock = threading.Lock()  # another thread may have held it at the fork
-    for idle in _idle.values():
-        _close(idle)
-    _idle.clear()
-
-
-os.register_at_fork(after_in_child=_forget_in_child)

@@ -2,7 +2,7 @@
 
 A channel's secret (a webhook's signing key, a Telegram bot token, a Slack incoming-webhook
 URL) is stored to be used, and shown once, when it is made; answers carry only its
-masked prefix. The schema is owned by migrations 0009_notifications and 0010.
+masked prefix. The schema is owned by migrations 0009_notifications, 0010 and 0011.
 """
 
 from datetime import datetime

@@ -1,9 +1,9 @@
 """One HTTP POST to a channel, on a kept connection or a new one, answered as an `Outcome`.
 
 http.client, not a client library: the socket must be the one whose peer address was
-checked (connections.py opens every one through `addresses.connect`). gevent patches it
-in the workers, so a slow receiver holds a greenlet, not the worker. Errors name what
-went wrong, never the URL (a Slack URL or a Telegram bot's path is a secret).
+checked (connections.py opens every one through `addresses.connect`). It runs in the
+sender's process, each attempt on a thread of its own. Errors name what went wrong,
+never the URL (a Slack URL or a Telegram bot's path is a secret).
 """
 
 import http.client

@@ -61,6 +61,10 @@ class Sender:
         self._thread = threading.Thread(target=self._run, name="incident-notify", daemon=True)
         self._thread.start()
 
+    @property
+    def _in_flight(self) -> int:
+        return self.config["NOTIFY_CONCURRENCY"] - self.free
+
     def stop(self, timeout: float) -> None:
         """Claim nothing more, give back what is claimed but not started (another sender
         may take it at once, not after the lease), let the attempts under way finish
@@ -74,7 +78,7 @@ class Sender:
         if unstarted:
             with self.engine.begin() as connection:
                 claims.release(connection, unstarted, self.token)
-        while self.free < self.config["NOTIFY_CONCURRENCY"] and time.monotonic() < deadline:
+        while self._in_flight and time.monotonic() < deadline:
             self.wanted.wait(0.05)
             self.wanted.clear()
         self._record(at_once=True)
@@ -106,7 +110,7 @@ class Sender:
             if claimed:
                 chase = FIRST_CHASE
                 continue
-            busy = self._claimed or self.free < self.config["NOTIFY_CONCURRENCY"]
+            busy = self._claimed or self._in_flight
             wait = poll if busy else self._until_due(poll)
             if self._results:
                 wait = min(wait, RECORD_WAIT)
@@ -132,9 +136,8 @@ class Sender:
         """Claim what is due, up to the room left; how many attempts that makes. While
         work is queued or under way, only once half the room is free: a claim per
         finished attempt cost the database more than the deliveries' own rows."""
-        in_flight = self.config["NOTIFY_CONCURRENCY"] - self.free
-        room = self.capacity - len(self._claimed) - in_flight
-        if room <= 0 or (room < self.capacity // 2 and (self._claimed or in_flight)):
+        room = self.capacity - len(self._claimed) - self._in_flight
+        if room <= 0 or (room < self.capacity // 2 and (self._claimed or self._in_flight)):
             return 0
         now, lease = utcnow(), self.config["NOTIFY_LEASE"]
         with self.engine.begin() as connection:
@@ -209,10 +212,9 @@ class Sender:
         """Every finished attempt's result, in one transaction. Rows are updated in id
         order, as channel_delete locks them, so that the two never deadlock."""
         with self._lock:
-            in_flight = self.config["NOTIFY_CONCURRENCY"] - self.free
             waited = time.monotonic() - self._first_result
             few = len(self._results) < self.capacity // 4
-            if few and in_flight and waited < RECORD_WAIT and not at_once:
+            if few and self._in_flight and waited < RECORD_WAIT and not at_once:
                 return  # a few more first: one transaction for many
             results, self._results = self._results, []
         if not results:
