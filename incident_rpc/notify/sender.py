@@ -1,7 +1,7 @@
 """The sender: posting the outbox's due deliveries, in a process of its own (notifier.py).
 
-A thread claims due deliveries (claims.py), starts one attempt per claimed row (per
-chat, for Telegram) up to NOTIFY_CONCURRENCY at once, and records each result. It
+A thread claims due deliveries (claims.py), hands one attempt per claimed row (per
+chat, for Telegram) to NOTIFY_CONCURRENCY threads that post, and records each result. It
 looks when it is woken (`wanted`: a commit wrote deliveries; again soon after, as a
 batch rings before its commit), when the earliest pending delivery is due, and every
 NOTIFY_POLL_INTERVAL anyway, so rows written by other instances, or left by a sender
@@ -17,6 +17,7 @@ waits for a chat goes out together, as one digest.
 import fcntl
 import logging
 import os
+import queue
 import secrets
 import threading
 import time
@@ -58,6 +59,11 @@ class Sender:
         self._lock_file: Any = None
         self._next_scan = 0.0  # time.monotonic() of the next re-notification scan
         self._stopping = threading.Event()
+        # Posting threads, started once rather than one per attempt: a thread's start
+        # costs CPU that every delivery paid (docs/benchmarks.md, session 8).
+        self._attempts: queue.SimpleQueue[tuple[Row, list[Row]]] = queue.SimpleQueue()
+        for n in range(self.free):
+            threading.Thread(target=self._post, name=f"incident-post-{n}", daemon=True).start()
         self._thread = threading.Thread(target=self._run, name="incident-notify", daemon=True)
         self._thread.start()
 
@@ -180,8 +186,11 @@ class Sender:
             channel, rows = self._claimed.popleft()
             with self._lock:
                 self.free -= 1
-            thread = threading.Thread(target=self._attempt, args=(channel, rows), daemon=True)
-            thread.start()
+            self._attempts.put((channel, rows))
+
+    def _post(self) -> None:
+        while True:
+            self._attempt(*self._attempts.get())
 
     def _attempt(self, channel: Row, rows: list[Row]) -> None:
         try:
