@@ -25,7 +25,7 @@ import websocket
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from queueing import CLOSE_WAIT, ESTABLISHED, read_by_server, tcp_sockets
 from sqlalchemy import create_engine, text
-from support import Server, wait_for
+from support import QUICK_STOP, Server, wait_for
 
 from incident_rpc.events.fanout import LISTENER_NAME
 
@@ -457,7 +457,7 @@ class Watcher:
 
 
 def test_client_watch_prints_events_and_resumes_after_a_restart(new_database_url, tmp_path_factory):
-    server = start(new_database_url, tmp_path_factory, 1)
+    server = start(new_database_url, tmp_path_factory, 1, **QUICK_STOP)
     try:
         token = server.login()
         since = last_logged_id(server.database_url)
