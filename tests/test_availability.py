@@ -39,7 +39,7 @@ def edge(new_database_url, tmp_path_factory) -> Iterator[Server]:
         BODY_TIMEOUT=str(BODY_TIMEOUT),
     ).start()  # fmt: skip
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ new MutationObserver(records => { const now = performance.timeOrigin + performan
 def board_server(new_database_url, tmp_path_factory) -> Iterator[Server]:
     running = Server(new_database_url(), tmp_path_factory.mktemp("board"), **FAST_POLL).start()
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.fixture(scope="module")

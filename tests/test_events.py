@@ -113,7 +113,7 @@ def single(new_database_url, tmp_path_factory) -> Iterator[Server]:
         new_database_url, tmp_path_factory, EVENTS_PING_INTERVAL="1", EVENTS_REAUTH_INTERVAL="1"
     )
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 @pytest.fixture(scope="module")

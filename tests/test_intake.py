@@ -91,7 +91,7 @@ def tight(new_database_url, tmp_path_factory) -> Iterator[Server]:
         MAX_BATCH="5", MAX_BULK="5", REQUEST_ID_TTL="1", DB_STATEMENT_TIMEOUT_MS="1500",
     ).start()  # fmt: skip
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 def create(

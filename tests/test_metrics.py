@@ -55,7 +55,7 @@ def metered(new_database_url, tmp_path_factory) -> Iterator[Server]:
     running = Server(new_database_url(), tmp_path_factory.mktemp("instance"),
                      METRICS_TOKEN=METRICS_TOKEN)  # fmt: skip
     yield running.start()
-    running.stop()
+    running.stop_soon()
 
 
 def scrape(server: Server) -> dict[str, Any]:

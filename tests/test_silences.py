@@ -42,7 +42,7 @@ def server(new_database_url, tmp_path_factory) -> Iterator[Server]:
     running = Server(new_database_url(), tmp_path_factory.mktemp("instance"),
                      SILENCE_CACHE_SECONDS="0").start()  # fmt: skip
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.fixture(scope="module")
