@@ -140,6 +140,7 @@ class Server(Gunicorn):
         wait for the exit (1-2 s: gevent workers notice the signal within a second) at
         the session's end, in `reap`, while the next module's servers start meanwhile."""
         self.session.close()
+        STOPPING[:] = [s for s in STOPPING if s.process and s.process.poll() is None]  # reaped
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             STOPPING.append(self)

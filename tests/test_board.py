@@ -420,7 +420,7 @@ def test_a_dropped_socket_reconnects_and_misses_nothing(
         assert len(ids) == len(set(ids)) == 6
         assert ids == sorted(ids, reverse=True)
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 def test_a_burst_of_a_thousand_events_renders_in_batches(

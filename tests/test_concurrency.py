@@ -174,7 +174,7 @@ def test_a_writer_waiting_for_sqlite_leaves_its_worker_serving(
                 answer, _ = sent.result(timeout=30)
         assert answer["status"] == 201, answer
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 # ---------------------------------------------------------------- 2. at least one admin

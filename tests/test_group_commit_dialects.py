@@ -201,4 +201,4 @@ def test_group_commit_off_turns_it_off_for_every_dialect(postgres, tmp_path_fact
         assert all(set(answer["data"]) == LEGACY_ITEM for answer in legacy)
         assert len(transactions(server, created)) == len(created)  # each alone
     finally:
-        server.stop()
+        server.stop_soon()

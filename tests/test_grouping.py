@@ -189,7 +189,7 @@ def test_group_commit_can_be_turned_off(postgres, tmp_path_factory) -> None:
         assert [answer["status"] for answer in answers] == [201] * 4
         assert len(transactions(server, [answer["data"]["id"] for answer in answers])) == 4
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 @pytest.mark.postgres
@@ -214,4 +214,4 @@ def test_queued_creates_give_their_admission_slots_to_other_requests(postgres, t
         assert [answer["status"] for answer in answers] == [201] * 4
         assert len(transactions(server, [answer["data"]["id"] for answer in answers])) == 1
     finally:
-        server.stop()
+        server.stop_soon()

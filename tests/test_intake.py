@@ -626,7 +626,7 @@ def test_dedup_under_concurrent_senders_on_postgres(postgres, tmp_path_factory) 
         repeated = busy.rpc("get", token, expect=200, id=incident["id"])["data"]
         assert repeated["occurrences"] == sends + 8 * 25
     finally:
-        busy.stop()
+        busy.stop_soon()
 
 
 def test_dedup_under_concurrent_senders(server: Server, token: str) -> None:

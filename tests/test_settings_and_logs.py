@@ -134,7 +134,7 @@ def test_production_starts_with_strong_secrets(tmp_path) -> None:
     try:
         server.login()
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 # -- logs you can see ----------------------------------------------------------------------

@@ -282,7 +282,7 @@ def test_a_key_revoked_on_another_instance_fails_here_within_the_cache_time(
         assert time.monotonic() - revoked_at < ttl + 1
         assert {status() for _ in range(20)} == {401}  # and it does not come back
     finally:
-        other.stop()
+        other.stop_soon()
 
 
 def test_a_key_revoked_is_refused_by_the_next_request_of_a_worker_that_kept_it(
