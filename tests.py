@@ -260,7 +260,7 @@ def legacy_server(new_database_url, tmp_path_factory) -> Iterator[Server]:
     """A server of its own: the legacy list shows every incident, so it must start empty."""
     running = Server(new_database_url(), tmp_path_factory.mktemp("legacy")).start()
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 def legacy_token(server: Server) -> str:

@@ -1,9 +1,17 @@
 """The fixtures every test module may ask for (root conftest.py loads this plugin)."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from support import PG_URL, InProcess, PostgresDatabases, Server, sqlite_url
+from support import PG_URL, InProcess, PostgresDatabases, Server, reap, sqlite_url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reaper() -> Iterator[None]:
+    """The servers told to stop by `stop_soon` (fixtures' teardowns) have exited before
+    the session ends: made first, so torn down last."""
+    yield
+    reap()
 
 
 @pytest.fixture(scope="session")
@@ -13,6 +21,7 @@ def postgres() -> Iterator[PostgresDatabases]:
     databases = PostgresDatabases(PG_URL)
     databases.create()  # fails loudly when the server is unreachable
     yield databases
+    reap()  # no server left on the databases
     databases.drop_all()
 
 
@@ -33,11 +42,29 @@ def new_database_url(backend: str, request: pytest.FixtureRequest, tmp_path_fact
 
 
 @pytest.fixture(scope="session")
-def server(new_database_url, tmp_path_factory) -> Iterator[Server]:
-    """One shared server per backend; tests must not assume an empty database."""
-    running = Server(new_database_url(), tmp_path_factory.mktemp("instance")).start()
-    yield running
-    running.stop()
+def shared_servers(new_database_url, tmp_path_factory) -> Iterator[Callable[..., Server]]:
+    """`shared_servers(workers=2, **settings)`: one server per backend, worker count and
+    settings, shared by every module of the session that asks for the same ones (a
+    gunicorn start is 2-3 s). Tests on one must not assume an empty database, nor what
+    other modules left in it, and must not end credentials or processes they did not make."""
+    running: dict[tuple[int, tuple[tuple[str, str], ...]], Server] = {}
+
+    def shared(workers: int = 2, **settings: str) -> Server:
+        key = (workers, tuple(sorted(settings.items())))
+        if key not in running:
+            instance = tmp_path_factory.mktemp("shared")
+            running[key] = Server(new_database_url(), instance, workers, **settings).start()
+        return running[key]
+
+    yield shared
+    for server in running.values():
+        server.stop_soon()
+
+
+@pytest.fixture(scope="session")
+def server(shared_servers) -> Server:
+    """The shared server of the defaults (two workers), per backend."""
+    return shared_servers()
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,12 @@
 Standard library only, so that bench/ runs on requirements.txt alone. It runs the
 production `gunicorn.conf.py` (settings through the environment) with
 `--no-control-socket`, so that many servers run side by side, and `start` returns
-once the ready path answers 200 and every worker has booted.
+once the ready path answers 200 and every worker has booted. A server dies with the
+process that started it (`spawn`): a killed test run leaves no gunicorn behind.
 """
 
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -14,10 +17,37 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# PR_SET_PDEATHSIG signals the child when the *thread* that forked it ends, not the
+# process: a server started from a test's short-lived thread would get SIGTERM as that
+# thread returned. So every server is forked by this one thread, which lives as long
+# as the process does.
+_spawner = ThreadPoolExecutor(1, thread_name_prefix="servers-spawner")
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: SIGTERM when the parent dies (gunicorn's master stops
+    its workers and its sender on SIGTERM). If the parent is gone already, go too."""
+    if _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        os._exit(127)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def spawn(command: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """`subprocess.Popen(command, **popen)`, as a child that dies with this process."""
+    parent = os.getpid()
+    return _spawner.submit(
+        subprocess.Popen, command, preexec_fn=lambda: _die_with_parent(parent), **popen
+    ).result()
 
 
 def free_port() -> int:
@@ -66,7 +96,7 @@ class Gunicorn:
                 "stderr": open(output / "stderr", "wb"),
                 "stdout": open(output / "stdout", "wb"),
             }
-        self.process = subprocess.Popen(self.command(), cwd=self.root, env=self.env, **streams)
+        self.process = spawn(self.command(), cwd=self.root, env=self.env, **streams)
         for stream in streams.values():  # the child has its own copies
             stream.close()
         deadline = time.monotonic() + timeout

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +24,11 @@ from servers import ROOT, Gunicorn, free_port  # noqa: F401  (free_port: for the
 from sqlalchemy.engine import make_url
 
 ADMIN = ("admin", "admin-password-for-tests")
+# For a test that restarts a server its clients stay connected to: SIGTERM closes every
+# event socket with 1001, the clients reconnect at once to the worker still draining,
+# and it then waits gunicorn.conf.py's graceful_timeout (10 s) for them. One second
+# ends the wait just the same (GUNICORN_CMD_ARGS overrides the config file).
+QUICK_STOP = {"GUNICORN_CMD_ARGS": "--graceful-timeout 1"}
 PG_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 T = TypeVar("T")
 
@@ -129,6 +135,16 @@ class Server(Gunicorn):
         self.session.close()  # idle keep-alive connections would hold a gevent worker's exit
         super().stop()
 
+    def stop_soon(self) -> None:
+        """For a fixture's teardown, where nothing waits on the stop: SIGTERM now, and the
+        wait for the exit (1-2 s: gevent workers notice the signal within a second) at
+        the session's end, in `reap`, while the next module's servers start meanwhile."""
+        self.session.close()
+        STOPPING[:] = [s for s in STOPPING if s.process and s.process.poll() is None]  # reaped
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            STOPPING.append(self)
+
     def migrate(self, *args: str) -> None:
         """`flask db ARGS` (e.g. "downgrade", "0004") on this server's database."""
         env = {**self.env, "AUTO_MIGRATE": "0"}
@@ -160,6 +176,15 @@ class Server(Gunicorn):
         return self.rpc("authorization", username=username, password=password, expect=200)["data"][
             "token"
         ]
+
+
+STOPPING: list[Server] = []  # told to stop by stop_soon, not yet waited for
+
+
+def reap() -> None:
+    """Wait for every server told to stop by `stop_soon` (as `stop` does: 20 s, then kill)."""
+    while STOPPING:
+        Gunicorn.stop(STOPPING.pop())
 
 
 class InProcessAnswer:

@@ -51,11 +51,9 @@ def batch(server: Server, commands: list[Any], token: str | None = None) -> list
 
 
 @pytest.fixture(scope="module")
-def one_worker(new_database_url, tmp_path_factory) -> Iterator[Server]:
+def one_worker(shared_servers) -> Server:
     """One worker, so that the tests can watch its memory and concurrent requests meet."""
-    running = Server(new_database_url(), tmp_path_factory.mktemp("batches"), workers=1).start()
-    yield running
-    running.stop()
+    return shared_servers(workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +253,7 @@ def pg_worker(postgres, tmp_path_factory) -> Iterator[Server]:
     running = Server(postgres.create(), tmp_path_factory.mktemp("pg-groups"), workers=1,
                      HTTP_CONCURRENCY="128")  # fmt: skip
     yield running.start()
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.mark.postgres
@@ -561,7 +559,7 @@ def small_answers(new_database_url, tmp_path_factory) -> Iterator[Server]:
     running = Server(new_database_url(), tmp_path_factory.mktemp("small"), workers=1,
                      MAX_BATCH_ANSWER="6000")  # fmt: skip
     yield running.start()
-    running.stop()
+    running.stop_soon()
 
 
 def test_a_run_of_creates_past_the_limit_stores_exactly_what_it_answered(
@@ -615,7 +613,7 @@ def small_answers_pg(postgres, tmp_path_factory) -> Iterator[Server]:
     running = Server(postgres.create(), tmp_path_factory.mktemp("small-pg"), workers=1,
                      MAX_BATCH_ANSWER="6000", HTTP_CONCURRENCY="128")  # fmt: skip
     yield running.start()
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.mark.postgres

@@ -19,7 +19,7 @@ from chromium import DESKTOP, PHONE, Board, launch, tools, until
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
-from support import ADMIN, Server
+from support import ADMIN, QUICK_STOP, Server
 
 STATIC = Path(__file__).resolve().parent.parent / "incident_rpc" / "board" / "static"
 # SQLite has no cross-process doorbell: other workers find events by polling the log.
@@ -35,7 +35,7 @@ new MutationObserver(records => { const now = performance.timeOrigin + performan
 def board_server(new_database_url, tmp_path_factory) -> Iterator[Server]:
     running = Server(new_database_url(), tmp_path_factory.mktemp("board"), **FAST_POLL).start()
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.fixture(scope="module")
@@ -401,7 +401,8 @@ def test_the_header_shows_the_numbers_of_stats(
 def test_a_dropped_socket_reconnects_and_misses_nothing(
     board: Board, new_database_url, tmp_path_factory
 ) -> None:
-    server = Server(new_database_url(), tmp_path_factory.mktemp("restart"), **FAST_POLL).start()
+    folder = tmp_path_factory.mktemp("restart")
+    server = Server(new_database_url(), folder, **FAST_POLL, **QUICK_STOP).start()
     try:
         token = server.login()
         board.url = server.url
@@ -419,7 +420,7 @@ def test_a_dropped_socket_reconnects_and_misses_nothing(
         assert len(ids) == len(set(ids)) == 6
         assert ids == sorted(ids, reverse=True)
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 def test_a_burst_of_a_thousand_events_renders_in_batches(

@@ -49,7 +49,7 @@ def start(tmp_path_factory: pytest.TempPathFactory, **env: str) -> Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = start(tmp_path_factory)
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A second server, where anyone may register."""
     running = start(tmp_path_factory, REGISTRATION_ENABLED="1")
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.fixture(scope="module")

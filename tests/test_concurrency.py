@@ -101,7 +101,7 @@ def service(new_database_url, tmp_path_factory) -> Iterator[tuple[Server, str]]:
     )  # fmt: skip
     server.start()
     yield server, server.login()
-    server.stop()
+    server.stop_soon()
 
 
 def make_users(server: Server, admin: str, count: int, role: str = "reporter") -> list[str]:
@@ -174,7 +174,7 @@ def test_a_writer_waiting_for_sqlite_leaves_its_worker_serving(
                 answer, _ = sent.result(timeout=30)
         assert answer["status"] == 201, answer
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 # ---------------------------------------------------------------- 2. at least one admin
@@ -185,7 +185,7 @@ def admins(new_database_url, tmp_path_factory) -> Iterator[Server]:
     """A server of its own: these tests leave a single active admin behind."""
     server = Server(new_database_url(), tmp_path_factory.mktemp("instance"), workers=2).start()
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 def active_admins(server: Server) -> list[str]:
@@ -395,4 +395,4 @@ def test_the_migration_refuses_case_duplicates_until_they_are_renamed(
         admin = server.login()
         server.rpc("user_create", admin, expect=409, username="DANA", password=PASSWORD)
     finally:
-        server.stop()
+        server.stop_soon()  # the test is over: nothing waits on the stop

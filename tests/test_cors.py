@@ -80,7 +80,7 @@ def cors_server(new_database_url, tmp_path_factory) -> Iterator[Server]:
     running.env["CORS_ORIGINS"] = f"http://localhost:{running.port}"
     running.start()
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 FETCH = """

@@ -137,7 +137,7 @@ def test_the_health_check_probes_the_address_gunicorn_binds(tmp_path) -> None:
         refused = healthcheck(GUNICORN_BIND=f"127.0.0.1:{idle}")
         assert refused.returncode == 1 and "not ready" in refused.stderr
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 def test_the_health_check_reads_port_when_no_bind_is_given() -> None:
@@ -188,4 +188,4 @@ def test_a_database_password_no_url_could_carry(password_cluster: Cluster, tmp_p
         created = server.rpc("create", token, description="Pump 4 offline", expect=201)
         assert server.rpc("get", token, id=created["data"]["id"], expect=200)["success"]
     finally:
-        server.stop()
+        server.stop_soon()

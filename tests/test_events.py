@@ -25,7 +25,7 @@ import websocket
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from queueing import CLOSE_WAIT, ESTABLISHED, read_by_server, tcp_sockets
 from sqlalchemy import create_engine, text
-from support import Server, wait_for
+from support import QUICK_STOP, Server, wait_for
 
 from incident_rpc.events.fanout import LISTENER_NAME
 
@@ -113,7 +113,7 @@ def single(new_database_url, tmp_path_factory) -> Iterator[Server]:
         new_database_url, tmp_path_factory, EVENTS_PING_INTERVAL="1", EVENTS_REAUTH_INTERVAL="1"
     )
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +403,7 @@ def test_a_slow_subscriber_is_closed_and_others_carry_on(new_database_url, tmp_p
         for ws in (fast, resumed):
             ws.close()
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 def test_a_stopping_server_tells_subscribers_where_to_resume(new_database_url, tmp_path_factory):
@@ -421,7 +421,7 @@ def test_a_stopping_server_tells_subscribers_where_to_resume(new_database_url, t
         stopping.finish()
         assert time.monotonic() - started < 8  # not the 10 s graceful timeout
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 class Watcher:
@@ -457,7 +457,7 @@ class Watcher:
 
 
 def test_client_watch_prints_events_and_resumes_after_a_restart(new_database_url, tmp_path_factory):
-    server = start(new_database_url, tmp_path_factory, 1)
+    server = start(new_database_url, tmp_path_factory, 1, **QUICK_STOP)
     try:
         token = server.login()
         since = last_logged_id(server.database_url)
@@ -474,7 +474,7 @@ def test_client_watch_prints_events_and_resumes_after_a_restart(new_database_url
         assert f"reconnecting (since={received[0]['id']})" in stderr
         assert watcher.lines.empty()  # nothing twice
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 def test_client_watch_stops_on_a_bad_token(single: Server):
@@ -736,7 +736,7 @@ def test_queued_requests_leave_the_probes_and_the_channel_alone(postgres, tmp_pa
         assert [event["id"] for event in events_until(ws, ids[-1])] == ids
         ws.close()
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 def waiting_for_a_lock(database_url: str) -> int:
@@ -863,8 +863,8 @@ def test_the_doorbell_reconnects_after_losing_its_connection(postgres, tmp_path_
         assert next_event(ws)["data"] == second  # within 5 s, far below the poll interval
         ws.close()
     finally:
-        writer.stop()
-        reader.stop()
+        writer.stop_soon()
+        reader.stop_soon()
 
 
 class Background(threading.Thread):

@@ -93,10 +93,8 @@ def queue_behind_a_lock(
 
 
 @pytest.fixture(scope="module")
-def one_worker(new_database_url, tmp_path_factory) -> Iterator[Server]:
-    running = Server(new_database_url(), tmp_path_factory.mktemp("dialects"), workers=1)
-    yield running.start()
-    running.stop()
+def one_worker(shared_servers) -> Server:
+    return shared_servers(workers=1)
 
 
 def test_a_legacy_create_alone_answers_in_the_legacy_words(one_worker: Server) -> None:
@@ -121,7 +119,7 @@ def test_a_legacy_create_alone_answers_in_the_legacy_words(one_worker: Server) -
 def postgres_worker(postgres, tmp_path_factory) -> Iterator[Server]:
     running = Server(postgres.create(), tmp_path_factory.mktemp("pg-dialects"), workers=1)
     yield running.start()
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.mark.postgres
@@ -203,4 +201,4 @@ def test_group_commit_off_turns_it_off_for_every_dialect(postgres, tmp_path_fact
         assert all(set(answer["data"]) == LEGACY_ITEM for answer in legacy)
         assert len(transactions(server, created)) == len(created)  # each alone
     finally:
-        server.stop()
+        server.stop_soon()

@@ -62,11 +62,9 @@ def events_of(server: Server, incident_ids: list[int]) -> dict[int, list[tuple[i
 
 
 @pytest.fixture(scope="module")
-def one_worker(new_database_url, tmp_path_factory) -> Iterator[Server]:
-    """One worker, so that concurrent requests meet in one process."""
-    running = Server(new_database_url(), tmp_path_factory.mktemp("grouping"), workers=1).start()
-    yield running
-    running.stop()
+def one_worker(shared_servers) -> Server:
+    """One worker, so that concurrent requests meet in one process (shared)."""
+    return shared_servers(workers=1)
 
 
 def test_concurrent_creates_each_get_their_own_answer(one_worker: Server) -> None:
@@ -136,7 +134,7 @@ def transactions(server: Server, incident_ids: list[int]) -> set[int]:
 def postgres_worker(postgres, tmp_path_factory) -> Iterator[Server]:
     running = Server(postgres.create(), tmp_path_factory.mktemp("pg-grouping"), workers=1)
     yield running.start()
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.mark.postgres
@@ -191,7 +189,7 @@ def test_group_commit_can_be_turned_off(postgres, tmp_path_factory) -> None:
         assert [answer["status"] for answer in answers] == [201] * 4
         assert len(transactions(server, [answer["data"]["id"] for answer in answers])) == 4
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 @pytest.mark.postgres
@@ -216,4 +214,4 @@ def test_queued_creates_give_their_admission_slots_to_other_requests(postgres, t
         assert [answer["status"] for answer in answers] == [201] * 4
         assert len(transactions(server, [answer["data"]["id"] for answer in answers])) == 1
     finally:
-        server.stop()
+        server.stop_soon()

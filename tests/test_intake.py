@@ -91,7 +91,7 @@ def tight(new_database_url, tmp_path_factory) -> Iterator[Server]:
         MAX_BATCH="5", MAX_BULK="5", REQUEST_ID_TTL="1", DB_STATEMENT_TIMEOUT_MS="1500",
     ).start()  # fmt: skip
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 def create(
@@ -626,7 +626,7 @@ def test_dedup_under_concurrent_senders_on_postgres(postgres, tmp_path_factory) 
         repeated = busy.rpc("get", token, expect=200, id=incident["id"])["data"]
         assert repeated["occurrences"] == sends + 8 * 25
     finally:
-        busy.stop()
+        busy.stop_soon()
 
 
 def test_dedup_under_concurrent_senders(server: Server, token: str) -> None:

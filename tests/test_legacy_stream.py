@@ -35,7 +35,7 @@ def crowded(new_database_url, tmp_path_factory) -> Iterator[Server]:
         )
     engine.dispose()
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 def test_streams_every_incident_oldest_first(crowded: Server) -> None:

@@ -487,4 +487,4 @@ def test_rows_from_before_the_migration_read_as_unacknowledged(new_database_url,
         again = server.rpc("acknowledge", admin, 200, id=made["id"])["data"]
         assert again["acknowledged_by"] == "admin" and again["status"] == "processing"
     finally:
-        server.stop()
+        server.stop_soon()  # the test is over: nothing waits on the stop

@@ -30,7 +30,7 @@ def logged(tmp_path_factory) -> Iterator[tuple[Server, Path]]:
                     SECRET_KEY=SECRET_KEY)  # fmt: skip
     server.start(output=folder / "out")
     yield server, folder / "out"
-    server.stop()
+    server.stop_soon()
 
 
 def lines(output: Path) -> list[dict[str, Any]]:

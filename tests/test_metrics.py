@@ -55,7 +55,7 @@ def metered(new_database_url, tmp_path_factory) -> Iterator[Server]:
     running = Server(new_database_url(), tmp_path_factory.mktemp("instance"),
                      METRICS_TOKEN=METRICS_TOKEN)  # fmt: skip
     yield running.start()
-    running.stop()
+    running.stop_soon()
 
 
 def scrape(server: Server) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def test_metrics_off_is_a_404(tmp_path) -> None:
         assert requests.get(f"{server.url}/metrics", timeout=10).status_code == 404
         server.rpc("create", server.login(), description="still works", expect=201)
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 def test_stale_files_of_an_earlier_run_are_wiped(new_database_url, tmp_path) -> None:

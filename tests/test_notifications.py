@@ -35,7 +35,7 @@ SETTINGS = {
 def server(new_database_url, tmp_path_factory) -> Iterator[Server]:
     running = Server(new_database_url(), tmp_path_factory.mktemp("instance"), **SETTINGS).start()
     yield running
-    running.stop()
+    running.stop()  # it has a sender: no posts after its receivers have gone
 
 
 @pytest.fixture(scope="module")

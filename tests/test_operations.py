@@ -35,7 +35,7 @@ def test_instances_starting_together_on_an_empty_database(new_database_url, tmp_
             assert [user["username"] for user in users] == [ADMIN[0]]
     finally:
         for server in servers:
-            server.stop()
+            server.stop_soon()
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -82,7 +82,7 @@ def test_development_key_is_made_once_and_kept(tmp_path) -> None:
     try:
         second.rpc("whoami", token, expect=200)
     finally:
-        second.stop()
+        second.stop_soon()
 
 
 def test_cli_creates_a_user(new_database_url, tmp_path) -> None:
@@ -99,7 +99,7 @@ def test_cli_creates_a_user(new_database_url, tmp_path) -> None:
         token = server.login("carol", "carol-password")
         assert server.rpc("whoami", token, expect=200)["data"]["role"] == "agent"
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 # -- the database goes away and comes back -------------------------------------------------
@@ -190,7 +190,7 @@ def test_database_outage_gives_503_then_recovers_without_loss(cluster: Cluster, 
         listed = server.rpc("get_all", token, expect=200, limit=1000)["data"]["incidents"]
         assert {incident["id"] for incident in listed} >= set(acknowledged[-1000:])
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 @pytest.mark.postgres

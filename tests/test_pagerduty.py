@@ -68,7 +68,7 @@ def server(new_database_url, tmp_path_factory) -> Iterator[TlsServer]:
     running = TlsServer(new_database_url(), tmp_path_factory.mktemp("instance"), cert, key)
     running.start()
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def tour_server(new_database_url, tmp_path) -> Iterator[Server]:
         system_tool(tool, package=tool)
     running = Server(new_database_url(), tmp_path / "instance").start()
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 def test_the_readme_tour_runs(tour_server: Server, tmp_path) -> None:

@@ -134,7 +134,7 @@ def test_production_starts_with_strong_secrets(tmp_path) -> None:
     try:
         server.login()
     finally:
-        server.stop()
+        server.stop_soon()
 
 
 # -- logs you can see ----------------------------------------------------------------------
@@ -243,7 +243,7 @@ def test_a_failed_statement_is_logged_without_its_values(new_database_url, tmp_p
 def cli_server(new_database_url, tmp_path) -> Iterator[Server]:
     server = Server(new_database_url(), tmp_path, workers=1).start()
     yield server
-    server.stop()
+    server.stop_soon()
 
 
 def flask_cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:

@@ -42,7 +42,7 @@ def server(new_database_url, tmp_path_factory) -> Iterator[Server]:
     running = Server(new_database_url(), tmp_path_factory.mktemp("instance"),
                      SILENCE_CACHE_SECONDS="0").start()  # fmt: skip
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_a_window_applies_on_another_instance_and_outlives_a_restart(server, tok
         other.start()  # a restart: the window is in the database
         assert create(other, other.login(), description=word)["silenced_by"] == window["id"]
     finally:
-        other.stop()
+        other.stop_soon()
 
 
 def test_active_windows_are_filed_by_what_an_incident_needs_and_change_on_time() -> None:

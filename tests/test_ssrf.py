@@ -88,7 +88,7 @@ def strict(database: str, tmp_path_factory) -> Iterator[Server]:
         database, tmp_path_factory.mktemp("instance"), NOTIFY_POLL_INTERVAL="0.3", NOTIFY_SENDER="1"
     )
     yield running.start()
-    running.stop()
+    running.stop()  # it has a sender: no posts after its receivers have gone
 
 
 @pytest.mark.parametrize("url", LOOPBACK_URLS[:3])

@@ -34,7 +34,7 @@ def stats_server(new_database_url, tmp_path_factory) -> Iterator[Server]:
     """A server of this module's own: the figures cover every incident in its database."""
     running = Server(new_database_url(), tmp_path_factory.mktemp("instance")).start()
     yield running
-    running.stop()
+    running.stop_soon()
 
 
 def row(created: datetime, number: int, **columns: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ different workers), real WebSocket clients, on SQLite and PostgreSQL.
 
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,10 +24,8 @@ ORDERS = ["token in the URL", "token, then create", "create, then token"]
 
 
 @pytest.fixture(scope="module")
-def two_workers(new_database_url, tmp_path_factory) -> Iterator[Server]:
-    server = Server(new_database_url(), tmp_path_factory.mktemp("instance"), workers=2).start()
-    yield server
-    server.stop()
+def two_workers(shared_servers) -> Server:
+    return shared_servers(workers=2)  # the `server` of the other modules
 
 
 @pytest.fixture(scope="module")

@@ -282,7 +282,7 @@ def test_a_key_revoked_on_another_instance_fails_here_within_the_cache_time(
         assert time.monotonic() - revoked_at < ttl + 1
         assert {status() for _ in range(20)} == {401}  # and it does not come back
     finally:
-        other.stop()
+        other.stop_soon()
 
 
 def test_a_key_revoked_is_refused_by_the_next_request_of_a_worker_that_kept_it(
@@ -456,8 +456,8 @@ def pair(new_database_url, tmp_path_factory) -> Iterator[tuple[Server, Server]]:
         first.stop()
         raise
     yield first, second
-    second.stop()
-    first.stop()
+    second.stop_soon()
+    first.stop_soon()
 
 
 def sign_in(server: Server, address: str, username: str, password: str) -> dict[str, Any]:
@@ -615,4 +615,4 @@ def test_migration_downgrades_and_upgrades(new_database_url, tmp_path) -> None:
         got = server.rpc("get", server.login(), expect=200, id=incident_id)["data"]
         assert got["description"] == "kept" and got["assignee"] is None
     finally:
-        server.stop()
+        server.stop_soon()  # the test is over: nothing waits on the stop

@@ -52,7 +52,7 @@ def server(new_database_url, tmp_path_factory, bot) -> Iterator[Server]:
         NOTIFY_RETRY_SCHEDULE="0.2,0.2,0.2", NOTIFY_POLL_INTERVAL="0.3", NOTIFY_SENDER="1",
     ).start()  # fmt: skip
     yield running
-    running.stop()
+    running.stop()  # it has a sender: no posts after its receivers have gone
 
 
 @pytest.fixture(scope="module")
