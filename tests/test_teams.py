@@ -15,6 +15,9 @@ from typing import Any
 
 import pytest
 from support import InProcess, Server, wait_for
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from incident_rpc.access import auth
 
 PASSWORD = "correct horse battery"
 
@@ -518,6 +521,15 @@ def test_unknown_names_count_like_wrong_passwords(pair: tuple[Server, Server]) -
     for _ in range(THROTTLE["per_name"]):
         assert sign_in(pair[1], address, ghost, "whatever it is")["status"] == 401
     assert sign_in(pair[0], address, ghost, "whatever it is")["status"] == 429
+
+
+def test_an_unknown_name_checks_a_hash_made_as_new_passwords_are() -> None:
+    """The hash an unknown username is checked against is written out in access/auth.py:
+    it must be of the method (and cost) werkzeug gives new passwords, or a wrong name
+    would answer sooner or later than a wrong password."""
+    method = generate_password_hash("a new password").split("$")[0]
+    assert auth._DUMMY_HASH.split("$")[0] == method
+    assert not check_password_hash(auth._DUMMY_HASH, "not a real password")
 
 
 def test_failures_from_one_address_answer_429_for_any_name(pair: tuple[Server, Server]) -> None:

@@ -37,8 +37,14 @@ _USERS = User.__table__
 _CALLER = select(_USERS.c.username, _USERS.c.role, _USERS.c.disabled, _USERS.c.session_epoch)
 _CALLER = _CALLER.where(_USERS.c.id == bindparam("user_id"))  # built once, bound per request
 # Checked when the username is unknown, so that a wrong username costs as
-# much time as a wrong password and does not reveal which names exist.
-_DUMMY_HASH = generate_password_hash("not a real password")
+# much time as a wrong password and does not reveal which names exist. A hash of a
+# random password that was thrown away, written out rather than made at import (a
+# scrypt hash at every process start: each worker's master, sender and CLI command);
+# a test checks that it is still of werkzeug's default method, as new hashes are.
+_DUMMY_HASH = (
+    "scrypt:32768:8:1$yA3R2AFbnlsgqrCt$919990d38ea69323e595ef6633bda27be2f9303a31f619550cd80ffb"
+    "25fd53927d419d46cb2971b022d71bde9e407d593a432d7094985420cda3f66502bbdd73"
+)
 
 
 @dataclass(frozen=True)
