@@ -372,7 +372,7 @@ def test_legacy_messages(legacy_server: Server, path, body, status, error) -> No
 @pytest.mark.parametrize("path", ["/users/authorization/", "/incidents/get_all/", "/rpc"])
 def test_only_post(server: Server, method: str, path: str) -> None:
     response = server.session.request(method, f"{server.url}{path}?token=x&status=new", timeout=10)
-    assert response.status_code == 405
+    assert response.status_code == 405 and response.headers["Allow"] == "POST"
     assert response.json() == {"success": False, "error": "POST required", "status": 405,
                                "data": {}}  # fmt: skip
 

@@ -3,6 +3,7 @@
 from typing import Any
 
 from flask import Response, request
+from werkzeug.exceptions import MethodNotAllowed
 
 from incident_rpc.dispatch.registry import Stream
 from incident_rpc.errors import to_envelope
@@ -33,6 +34,10 @@ def respond(result: Any) -> Response:
 def outside_a_command(exc: Exception) -> Response:
     """Failures before a command exists: bad route or method, oversize or broken body.
 
-    Their words are the same in both dialects, so no dialect is needed here.
+    Their words are the same in both dialects, so no dialect is needed here. A 405
+    names the methods the path takes (`Allow`), as HTTP requires.
     """
-    return respond(to_envelope(exc))
+    response = respond(to_envelope(exc))
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
