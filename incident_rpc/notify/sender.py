@@ -62,7 +62,7 @@ class Sender:
         # Posting threads, started once rather than one per attempt: a thread's start
         # costs CPU that every delivery paid (docs/benchmarks.md, session 8).
         self._attempts: queue.SimpleQueue[tuple[Row, list[Row]]] = queue.SimpleQueue()
-        for n in range(self.free):
+        for n in range(self.config["NOTIFY_CONCURRENCY"]):
             threading.Thread(target=self._post, name=f"incident-post-{n}", daemon=True).start()
         self._thread = threading.Thread(target=self._run, name="incident-notify", daemon=True)
         self._thread.start()
