@@ -280,6 +280,10 @@ BAD_EVENTS = {
     "dedup_key too long": ({**GOOD, "dedup_key": "k" * 256}, "dedup_key"),
     "summary too long": (with_payload(summary="s" * 1025), "summary"),
     "NUL in custom_details": (with_payload(custom_details={"a": "\u0000"}), "details"),
+    "NUL in a custom_details string": (with_payload(custom_details="a\u0000"), "details"),
+    "NUL in links": ({**GOOD, "links": [{"href": "http://h/\u0000"}]}, "links"),
+    "a link not an object": ({**GOOD, "links": ["http://h/"]}, "links"),
+    "routing_key blank": ({**GOOD, "routing_key": ""}, "routing_key"),
     "bad timestamp": (with_payload(timestamp="yesterday"), "timestamp"),
     "512 KiB and over": (with_payload(custom_details={"x": "x" * (512 * 1024)}), "512 KiB"),
 }  # fmt: skip
@@ -295,6 +299,18 @@ def test_bad_events_are_refused_as_pagerduty_refuses_them(app, monitor_key, case
     assert {key: body[key] for key in INVALID} == INVALID and set(body) == {*INVALID, "errors"}
     assert any(word in error for error in body["errors"]), body
     assert stored(app) == before
+
+
+def test_our_own_command_fields_in_an_event_are_not_read(app, monitor_key) -> None:
+    """An event is read by its own schema: a `request_id` (ours: a replay) or an
+    `action` in it is one more field PagerDuty ignores."""
+    before = stored(app)
+    for n in (1, 2):
+        event = {**GOOD, "routing_key": monitor_key, "dedup_key": unique(f"ours-{n}"),
+                 "request_id": "the-same", "action": "get_all"}  # fmt: skip
+        answer = app.test_client().post("/v2/enqueue", json=event)
+        assert answer.status_code == 202, answer.get_json()
+    assert stored(app)[0] == before[0] + 2
 
 
 BAD_KEYS = {
@@ -341,6 +357,7 @@ BAD_V1 = {
     "missing description": {"event_type": "trigger"},
     "unknown event_type": {"event_type": "page", "description": "d"},
     "incident_key not a string": {"event_type": "trigger", "description": "d", "incident_key": 1},
+    "NUL in details": {"event_type": "trigger", "description": "d", "details": ["\u0000"]},
 }
 
 

@@ -2,9 +2,10 @@
 
 The native dialect is the contract's; the legacy dialect is the older service's
 (contract section 5.1): its own schemas where an action declares a `legacy` Form,
-and its own status codes and sentences for some failures, word for word. JSON-RPC,
-Alertmanager (and any later intake) carry native commands: their adapters in http/
-translate the envelope, not the command.
+and its own status codes and sentences for some failures, word for word. JSON-RPC
+and Alertmanager carry native commands: their adapters in http/ translate the
+envelope, not the command. PagerDuty's events (http/pagerduty.py) are read by schemas
+of their own, straight into the native values of the command each one becomes.
 """
 
 from dataclasses import dataclass, field
@@ -34,9 +35,12 @@ class Dialect:
     words: dict[type[RpcError], tuple[int | None, str | None]] = field(default_factory=dict)
     uses_forms: bool = False  # reads and answers with an action's `legacy` Form
     sentence_of_params: bool = False  # a bad parameter: the first failing field's sentence
+    # By action name: the dialect's own schema of its parameters, in place of the native one.
+    schemas: dict[str, Schema] = field(default_factory=dict)
 
     def params(self, spec: Action) -> Schema:
-        return (self._form(spec) and spec.legacy.params) or spec.params
+        own = self.schemas.get(spec.name)
+        return own or (self._form(spec) and spec.legacy.params) or spec.params
 
     def output(self, spec: Action) -> Schema | None:
         return (self._form(spec) and spec.legacy.output) or spec.output

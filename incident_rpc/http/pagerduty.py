@@ -20,70 +20,45 @@ The severity mapping is in docs/protocol.md, section 16.
 """
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Response, request
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import Schema
 
 from incident_rpc.access import keys
 from incident_rpc.dispatch import group_commit
+from incident_rpc.dispatch.dialects import Dialect
 from incident_rpc.errors import classify
 from incident_rpc.http.responses import POST_ONLY
-from incident_rpc.models import Source
 from incident_rpc.runtime import jsonio
-from incident_rpc.schemas.fields import Text, Timestamp
+from incident_rpc.schemas import pagerduty as schemas
 
 bp = Blueprint("pagerduty", __name__)
 MAX_EVENT = 512 * 1024  # bytes: PagerDuty's limit for one event
-SEVERITY = {"critical": "critical", "error": "high", "warning": "medium", "info": "low"}
 ACTIONS = {"trigger": "create", "acknowledge": "acknowledge", "resolve": "resolve"}
 INVALID = "Event object is invalid"
-# The payload's fields that become details.labels (what silences match), by label.
-LABELS = {"source": "source", "component": "component", "group": "group", "class": "class_"}
 
 
-class Payload(Schema):
-    class Meta:
-        unknown = EXCLUDE
+@dataclass(frozen=True)
+class Version:
+    """One version of the events API: its field names and its dialect, whose schemas
+    read an event straight into its command's values (schemas/pagerduty.py)."""
 
-    summary = Text(required=True, blank=False, max_length=1024)
-    source = Text(required=True, blank=False, max_length=255)
-    severity = fields.String(required=True, validate=validate.OneOf(SEVERITY))
-    timestamp = Timestamp()
-    component = Text(max_length=255)
-    group = Text(max_length=255)
-    class_ = Text(data_key="class", max_length=255)
-    custom_details = fields.Raw()
+    dialect: Dialect
+    key: str  # the field that holds the routing key (one of our API keys)
+    action: str  # the field that says trigger, acknowledge or resolve
+    dedup: str  # the field that holds the dedup key
 
 
-class EventV2(Schema):
-    class Meta:
-        unknown = EXCLUDE  # PagerDuty ignores what it does not know
-
-    routing_key = fields.String(required=True)
-    event_action = fields.String(required=True, validate=validate.OneOf(ACTIONS))
-    dedup_key = Text(blank=False, max_length=255)
-    payload = fields.Nested(Payload)
-    links = fields.List(fields.Dict())
-    images = fields.List(fields.Dict())
-    client = Text(max_length=255)
-    client_url = Text(max_length=1024)
+def _dialect(name: str, trigger: Any, target: Any) -> Dialect:
+    return Dialect(name, schemas={"create": trigger, "acknowledge": target, "resolve": target})
 
 
-class EventV1(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    service_key = fields.String(required=True)
-    event_type = fields.String(required=True, validate=validate.OneOf(ACTIONS))
-    incident_key = Text(blank=False, max_length=255)
-    description = Text(blank=False, max_length=1024)
-    details = fields.Raw()
-    client = Text(max_length=255)
-    client_url = Text(max_length=1024)
-
-
-event_v2_in, event_v1_in = EventV2(), EventV1()
+V2 = Version(_dialect("pagerduty", schemas.TriggerV2(), schemas.TargetV2()),
+             key="routing_key", action="event_action", dedup="dedup_key")  # fmt: skip
+V1 = Version(_dialect("pagerduty-v1", schemas.TriggerV1(), schemas.TargetV1()),
+             key="service_key", action="event_type", dedup="incident_key")  # fmt: skip
 
 
 class Refused(Exception):
@@ -107,74 +82,46 @@ def _reasons(messages: Any, path: str = "") -> list[str]:
     return [r for item in messages for r in _reasons(item, path)]
 
 
-def _read(schema: Schema) -> dict[str, Any]:
+def _read() -> dict[str, Any]:
     body = request.get_data(cache=False)
     if len(body) > MAX_EVENT:
         raise Refused(f"Event object is larger than {MAX_EVENT // 1024} KiB")
     try:
-        raw = jsonio.parse(body)
+        event = jsonio.parse(body)
     except Exception as error:  # jsonio's InvalidJSON: not JSON, or not text
         raise Refused("Event object is not valid JSON") from error
-    if not isinstance(raw, dict):
+    if not isinstance(event, dict):
         raise Refused("Event object must be a JSON object")
-    try:
-        return schema.load(raw)
-    except ValidationError as error:
-        raise Refused(*_reasons(error.messages)) from error
+    return event
 
 
-def _v2_command(event: dict[str, Any], key: str) -> dict[str, Any]:
-    action = ACTIONS[event["event_action"]]
-    if action != "create":
-        return {"action": action, "dedup_key": key}
-    if "payload" not in event:
-        raise Refused("'payload' is missing or blank")
-    payload = event["payload"]
-    details = {
-        "labels": {label: payload[name] for label, name in LABELS.items() if name in payload},
-        "pagerduty": {
-            "custom_details": payload.get("custom_details"),
-            **{name: event[name] for name in ("links", "images", "client", "client_url")
-               if name in event},
-        },
-    }  # fmt: skip
-    command = {
-        "action": "create",
-        "dedup_key": key,
-        "title": payload["summary"][:200],
-        "description": payload["summary"],
-        "severity": SEVERITY[payload["severity"]],
-        "source": Source.monitoring.value,
-        "details": details,
-    }
-    if "timestamp" in payload:
-        command["date"] = payload["timestamp"].isoformat()
-    return command
+def _dispatch(version: Version) -> str:
+    """Run the posted event as its command; its dedup key (made when it has none)."""
+    event = _read()
+    for name in (version.key, version.action):
+        if event.get(name) in (None, ""):
+            raise Refused(f"'{name}' is missing or blank")
+    action = event[version.action]
+    if not isinstance(action, str) or action not in ACTIONS:
+        raise Refused(f"'{version.action}' is invalid: Must be one of: {', '.join(ACTIONS)}.")
+    schema = version.dialect.schemas[ACTIONS[action]]
+    # Only the fields its schema reads: no `token`, `action` or `request_id` of ours.
+    command = {key: event[key] for key in _keys(schema) if key in event}
+    command.setdefault(version.dedup, uuid.uuid4().hex)
+    command["action"] = ACTIONS[action]
+    _run(command, event[version.key], version.dialect)
+    return command[version.dedup]
 
 
-def _v1_command(event: dict[str, Any], key: str) -> dict[str, Any]:
-    action = ACTIONS[event["event_type"]]
-    if action != "create":
-        return {"action": action, "dedup_key": key}
-    if "description" not in event:
-        raise Refused("'description' is missing or blank")
-    details = {"pagerduty": {name: event[name] for name in ("details", "client", "client_url")
-                             if name in event}}  # fmt: skip
-    return {
-        "action": "create",
-        "dedup_key": key,
-        "title": event["description"][:200],
-        "description": event["description"],
-        "source": Source.monitoring.value,
-        "details": details,
-    }
+def _keys(schema: Schema) -> list[str]:
+    return [field.data_key or name for name, field in schema.load_fields.items()]
 
 
-def _run(command: dict[str, Any], routing_key: str) -> int:
+def _run(command: dict[str, Any], routing_key: Any, dialect: Dialect) -> int:
     """The command's status, 404 and 409 (nothing open to act on) taken as done."""
-    if not keys.is_key(routing_key):
+    if not isinstance(routing_key, str) or not keys.is_key(routing_key):
         raise Refused("Invalid routing key")
-    outcome = group_commit.submit(command, routing_key)
+    outcome = group_commit.submit(command, routing_key, dialect)
     status = outcome["status"]
     if status < 400 or status in (404, 409):
         return status
@@ -204,9 +151,7 @@ def _refusal(errors: list[str]) -> Response:
 @bp.route("/v2/enqueue", **POST_ONLY)
 def enqueue() -> Response:
     try:
-        event = _read(event_v2_in)
-        key = event.get("dedup_key") or uuid.uuid4().hex
-        _run(_v2_command(event, key), event["routing_key"])
+        key = _dispatch(V2)
     except Refused as refusal:
         return _refusal(refusal.errors)
     return _answer(202, {"status": "success", "message": "Event processed", "dedup_key": key})
@@ -215,9 +160,7 @@ def enqueue() -> Response:
 @bp.route("/generic/2010-04-15/create_event.json", **POST_ONLY)
 def create_event() -> Response:
     try:
-        event = _read(event_v1_in)
-        key = event.get("incident_key") or uuid.uuid4().hex
-        _run(_v1_command(event, key), event["service_key"])
+        key = _dispatch(V1)
     except Refused as refusal:
         return _refusal(refusal.errors)
     return _answer(200, {"status": "success", "message": "Event processed", "incident_key": key})

@@ -112,6 +112,17 @@ class Timestamp(fields.Field):
             raise self.make_error("invalid") from error
 
 
+class Anything(fields.Raw):
+    """Any JSON value, with no NUL in any key or string at any depth."""
+
+    default_error_messages = {"nul": NUL_MESSAGE}
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        if any(NUL in text for text in strings(value)):
+            raise self.make_error("nul")
+        return value
+
+
 class Document(fields.Dict):
     """A free-form JSON object (`details`), with no NUL in any key or value at any depth.
 
