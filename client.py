@@ -633,7 +633,10 @@ def comments(client: Client, args: argparse.Namespace) -> Output:
 
 @command("history", "every change of an incident: who, when, what", ID)
 def history(client: Client, args: argparse.Namespace) -> Output:
-    trail = client.call("history", id=args.id)
+    return trail_output(client.call("history", id=args.id))
+
+
+def trail_output(trail: dict[str, Any]) -> Output:
     lines = [
         f"{event['at']}  {event['type']:<9} by {event['actor']}  {changes_text(event['changes'])}"
         for event in trail["events"]
@@ -749,6 +752,12 @@ def silences_create(client: Client, args: argparse.Namespace) -> Output:
 def silences_expire(client: Client, args: argparse.Namespace) -> Output:
     silence = client.call("silence_expire", id=args.id)
     return Output(silence, [silence_row(silence)])
+
+
+@command("silences history", "every change of a silence: who, when, what",
+         arg("id", type=int, help="silence id"))  # fmt: skip
+def silences_history(client: Client, args: argparse.Namespace) -> Output:
+    return trail_output(client.call("silence_history", id=args.id))
 
 
 # Notifications (admins)

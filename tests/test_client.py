@@ -352,7 +352,7 @@ COMMAND_OF = {
     "user_create": "users create", "user_list": "users list", "user_update": "users role",
     "key_create": "keys create", "key_list": "keys list", "key_revoke": "keys revoke",
     "silence_create": "silences create", "silence_list": "silences list",
-    "silence_expire": "silences expire", "stats": "stats",
+    "silence_expire": "silences expire", "silence_history": "silences history", "stats": "stats",
     "channel_create": "channels create", "channel_list": "channels list",
     "channel_update": "channels update", "channel_delete": "channels delete",
     "channel_test": "channels test", "delivery_list": "deliveries list",
@@ -668,6 +668,9 @@ def test_silence_commands(admin_cli: Cli, server: Server) -> None:
     assert any(row.startswith(f"#{made['id']} ") and "patching" in row for row in rows), rows
     ended = admin_cli.run("silences", "expire", str(made["id"])).stdout
     assert f"#{made['id']}" in ended and "expired" in ended
+    trail = admin_cli.run("silences", "history", str(made["id"])).stdout.splitlines()
+    assert [line.split()[1] for line in trail] == ["silence_created", "silence_expired"], trail
+    assert "comment patching" in trail[0], trail
     refused = admin_cli.run("silences", "create", "--duration", "60", expect=1)
     assert refused.stderr.startswith("error 400"), refused.stderr
 

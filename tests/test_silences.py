@@ -152,6 +152,7 @@ def test_reporters_may_not_silence(server, token) -> None:
     server.rpc("silence_create", reporter, 403, matchers={"text": "x"}, duration=60)
     server.rpc("silence_list", reporter, 403)
     server.rpc("silence_expire", reporter, 403, id=1)
+    server.rpc("silence_history", reporter, 403, id=1)
     page = server.rpc("get_all", reporter, 200, silenced=False)["data"]  # the filter is open
     assert page["incidents"] == []
 
@@ -214,6 +215,17 @@ def test_every_change_is_an_event_on_the_live_stream(server, token) -> None:
         ("silence_expired", "admin", gone),
     ]
     assert seen[0]["id"] < seen[1]["id"]
+    history = server.rpc("silence_history", token, 200, id=made["id"])["data"]["events"]
+    assert [(e["id"], e["type"], e["actor"]) for e in history] == [
+        (e["id"], e["type"], e["actor"]) for e in seen
+    ]
+    assert history[1]["changes"]["ends_at"] == [made["ends_at"], gone["ends_at"]]
+    other = silence(server, token, matchers={"text": unique("other")}, comment="another")
+    [created] = server.rpc("silence_history", token, 200, id=other["id"])["data"]["events"]
+    assert created["type"] == "silence_created"
+    assert created["changes"] == {name: [None, other[name]] for name in
+                                  ("matchers", "starts_at", "ends_at", "comment")}  # fmt: skip
+    server.rpc("silence_history", token, 404, id=2**62)
 
 
 def test_a_window_applies_on_another_instance_and_outlives_a_restart(server, token, tmp_path):
@@ -323,6 +335,8 @@ BAD_OTHERS = {
     "expire: no id": ("silence_expire", {}, "id"),
     "expire: id a string": ("silence_expire", {"id": "1"}, "id"),
     "expire: id 0": ("silence_expire", {"id": 0}, "id"),
+    "history: no id": ("silence_history", {}, "id"),
+    "history: id a string": ("silence_history", {"id": "1"}, "id"),
     "get_all: silenced a string": ("get_all", {"silenced": "true"}, "silenced"),
     "get_all: silenced 1": ("get_all", {"silenced": 1}, "silenced"),
 }

@@ -1,9 +1,11 @@
-"""Maintenance windows: silence_create, silence_list, silence_expire (agent and up).
+"""Maintenance windows: silence_create, silence_list, silence_expire, silence_history
+(agent and up).
 
 A window lives in the database, so every worker and instance applies it and it
 survives restarts; matching an arriving incident against the active ones is
 silencing.py. Each change is an event (`silence_created`, `silence_expired`) in
-the log and on the live stream, in the same transaction as the change.
+the log and on the live stream, in the same transaction as the change; a window's
+own events are its history.
 """
 
 from datetime import timedelta
@@ -16,7 +18,7 @@ from incident_rpc.dispatch.registry import Context, action
 from incident_rpc.errors import Conflict, NotFound
 from incident_rpc.events import journal
 from incident_rpc.extensions import db
-from incident_rpc.models import Role, Silence, utcnow
+from incident_rpc.models import Event, Role, Silence, utcnow
 from incident_rpc.schemas.silences import (
     SilenceCreateParams,
     SilenceIdParams,
@@ -24,6 +26,9 @@ from incident_rpc.schemas.silences import (
     silence_out,
     silences_out,
 )
+from incident_rpc.schemas.teams import history_out
+
+SILENCE_EVENTS = ("silence_created", "silence_expired")
 
 
 @action("silence_create", params=SilenceCreateParams(), role=Role.agent, output=silence_out,
@@ -79,3 +84,18 @@ def silence_expire(ctx: Context, params: dict[str, Any]) -> Silence:
     journal.record_other("silence_expired", data, ctx.actor, changes)
     silencing.forget()
     return silence
+
+
+@action("silence_history", params=SilenceIdParams(), role=Role.agent, output=history_out,
+        reads_only=True)  # fmt: skip
+def silence_history(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Every event of the window, oldest first, as `history` answers an incident's."""
+    if db.session.get(Silence, params["id"]) is None:
+        raise NotFound(f"no silence with id {params['id']}")
+    query = (
+        select(Event)
+        .where(Event.incident_id == 0, Event.type.in_(SILENCE_EVENTS))
+        .where(Event.data["id"].as_integer() == params["id"])
+        .order_by(Event.id)
+    )
+    return {"events": list(db.session.scalars(query))}

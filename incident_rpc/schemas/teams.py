@@ -115,7 +115,11 @@ class CommentsOut(Schema):
 
 
 # What an `added` event reports as changed: each field the creator gave a value.
-INITIAL_FIELDS = ("title", "description", "status", "severity", "source", "details", "assignee")
+# What a new incident's and a new silence's first event shows as changed, [null, value].
+MADE_WITH = {
+    "added": ("title", "description", "status", "severity", "source", "details", "assignee"),
+    "silence_created": ("matchers", "starts_at", "ends_at", "comment"),
+}
 
 
 class EventOut(Schema):
@@ -126,10 +130,12 @@ class EventOut(Schema):
     changes = fields.Method("what_changed")
 
     def what_changed(self, event: Any) -> dict[str, Any]:
-        """field -> [old, new]; `commented`: comment -> {id, text}; `added`: [null, value]."""
-        if event.type != "added":
+        """field -> [old, new]; `commented`: comment -> {id, text}; `added` and
+        `silence_created`: [null, value] of what it was made with."""
+        made_with = MADE_WITH.get(event.type)
+        if made_with is None:
             return event.changes
-        initial = {name: event.data.get(name) for name in INITIAL_FIELDS}
+        initial = {name: event.data.get(name) for name in made_with}
         return {name: [None, value] for name, value in initial.items() if value is not None}
 
 
