@@ -7,6 +7,8 @@ runs as one group, which the event ids show (an event id is its transaction's id
 shifted left, events.ID_SHIFT).
 """
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -154,6 +156,25 @@ def test_creates_that_queue_share_one_commit(postgres_worker: Server) -> None:
     assert transactions(postgres_worker, [first["data"]["id"]]).isdisjoint(
         transactions(postgres_worker, queued)
     )
+
+
+@pytest.mark.postgres
+def test_creates_read_together_share_the_first_ones_commit(postgres_worker: Server) -> None:
+    """Creates that the worker reads in one go while no group is being written: the
+    first lets the others join it before it runs (a yield), so all six share one
+    commit, instead of the first committing alone and the rest after it."""
+    token = postgres_worker.login()
+    [worker] = postgres_worker.workers()
+    commands = [{"action": "create", "token": token, "description": f"together {n}"}
+                for n in range(6)]  # fmt: skip
+    os.kill(worker, signal.SIGSTOP)  # the six wait in the kernel's queues meanwhile
+    try:
+        sent = [RawRequest(postgres_worker, command) for command in commands]
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    answers = [request.answer() for request in sent]
+    assert [answer["status"] for answer in answers] == [201] * 6
+    assert len(transactions(postgres_worker, [answer["data"]["id"] for answer in answers])) == 1
 
 
 @pytest.mark.postgres
