@@ -51,7 +51,7 @@ class Version:
     dedup: str  # the field that holds the dedup key
 
 
-def _dialect(name: str, trigger: Any, target: Any) -> Dialect:
+def _dialect(name: str, trigger: Schema, target: Schema) -> Dialect:
     return Dialect(name, schemas={"create": trigger, "acknowledge": target, "resolve": target})
 
 
