@@ -326,6 +326,9 @@ def test_bad_routing_keys_are_an_invalid_event(app, case: str) -> None:
     answer = app.test_client().post("/v2/enqueue", json=event)
     assert answer.status_code == 400
     assert answer.get_json()["status"] == "invalid event"
+    absent = BAD_KEYS[case] in (None, "")
+    reason = "'routing_key' is missing or blank" if absent else "Invalid routing key"
+    assert answer.get_json()["errors"] == [reason]
     assert stored(app) == before
 
 
