@@ -197,6 +197,8 @@ class Config:
     SILENCE_CACHE_SECONDS = _float("SILENCE_CACHE_SECONDS", 1)
     # Seconds a worker keeps an API key it found live (access/keys.py); 0: read per request
     API_KEY_CACHE_SECONDS = _float("API_KEY_CACHE_SECONDS", 1)
+    # Seconds a worker keeps the user a token names (access/auth.py); 0: read per request
+    TOKEN_CACHE_SECONDS = _float("TOKEN_CACHE_SECONDS", 1)
     # Concurrent creates share a commit (dispatch/group_commit.py).
     GROUP_COMMIT = _bool("GROUP_COMMIT", True)
     # Change events (events/fanout.py, events/websocket.py); times in seconds.

@@ -384,6 +384,61 @@ def test_admin_password_reset_and_role_change(served_cast: Cast) -> None:
     server.rpc("user_update", served_cast.admin, expect=400, username=name)  # nothing to change
 
 
+def test_a_kept_token_ends_at_the_next_request_of_every_worker(served_cast: Cast) -> None:
+    """Both workers have kept the user each token names (many requests in parallel); a
+    logout, a disabling and a demotion each commit, and not one more request is served
+    as before (access/revocations.py)."""
+    server = served_cast.server
+
+    def statuses(token: str, action: str = "whoami") -> set[int]:
+        def attempt(_: int) -> int:
+            return server.post("/rpc", {"action": action, "token": token}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            return set(pool.map(attempt, range(48)))
+
+    _, token = served_cast.user("agent")
+    assert statuses(token) == {200}
+    server.rpc("logout", token, expect=200)
+    assert statuses(token) == {401}
+
+    name, token = served_cast.user("agent")
+    assert statuses(token) == {200}
+    server.rpc("user_update", served_cast.admin, expect=200, username=name, disabled=True)
+    assert statuses(token) == {401}
+
+    name, token = served_cast.user("agent")
+    assert statuses(token, "silence_list") == {200}  # an agent's action
+    server.rpc("user_update", served_cast.admin, expect=200, username=name, role="reporter")
+    assert statuses(token, "silence_list") == {403}
+
+
+def test_a_logout_on_another_instance_ends_the_token_here_within_the_cache_time(
+    served_cast: Cast, tmp_path
+) -> None:
+    """The count that ends kept checks at once is shared by one instance's workers only:
+    another instance on the same database serves a token whose user logged out for at
+    most TOKEN_CACHE_SECONDS."""
+    server, ttl = served_cast.server, 2.0
+    other = Server(server.database_url, tmp_path, workers=1, TOKEN_CACHE_SECONDS=str(ttl))
+    other.start()
+    try:
+        _, token = served_cast.user("agent")
+
+        def status() -> int:
+            return other.post("/rpc", {"action": "whoami", "token": token}).status_code
+
+        assert status() == 200  # the other instance now keeps its user
+        server.rpc("logout", token, expect=200)
+        ended = time.monotonic()
+        server.rpc("whoami", token, expect=401)  # on the instance that ended it: at once
+        wait_for(lambda: status() == 401, ttl + 5, "the other instance kept serving the token")
+        assert time.monotonic() - ended < ttl + 1
+        assert {status() for _ in range(20)} == {401}  # and it does not come back
+    finally:
+        other.stop_soon()
+
+
 # ---------------------------------------------------------------------------
 # User management
 

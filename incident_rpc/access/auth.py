@@ -2,10 +2,11 @@
 
 A token is `{"u": user id, "e": session epoch}` signed with itsdangerous under
 SECRET_KEY, with the signing time inside. Logout, a password change or
-disabling a user bumps the epoch, so every older token fails the one indexed
-primary-key lookup that each request makes anyway. An API key (`keys.PREFIX`)
-is accepted wherever a token is, and costs one indexed lookup of its hash (kept by
-each worker for a second: access/keys.py).
+disabling a user bumps the epoch, so every older token fails the check of its user's
+row: one indexed primary-key lookup, kept by each worker for TOKEN_CACHE_SECONDS
+until the instance's next change of credentials (access/revocations.py). An API key
+(`keys.PREFIX`) is accepted wherever a token is, and costs one indexed lookup of its
+hash (kept the same way: access/keys.py).
 """
 
 import time
@@ -20,7 +21,7 @@ from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import bindparam, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from incident_rpc.access import keys
+from incident_rpc.access import keys, revocations
 from incident_rpc.errors import BadCredentials, ExpiredToken, InvalidToken, MissingToken
 from incident_rpc.extensions import db
 from incident_rpc.models import KeyRole, Role, User
@@ -128,10 +129,15 @@ def authenticate(token: Any) -> Caller:
         raise ExpiredToken()
     if not _well_formed(claims):
         raise InvalidToken()
-    row = db.session.execute(_CALLER, {"user_id": claims["u"]}).first()
+    user_id, ttl = claims["u"], current_app.config["TOKEN_CACHE_SECONDS"]
+    row = revocations.kept("incident_rpc.tokens", user_id, ttl, lambda: _user(user_id))
     if row is None or row.disabled or row.session_epoch != claims["e"]:
         raise InvalidToken()
-    return Caller(row.username, row.role, user_id=claims["u"])
+    return Caller(row.username, row.role, user_id=user_id)
+
+
+def _user(user_id: int) -> Any:
+    return db.session.execute(_CALLER, {"user_id": user_id}).first()
 
 
 def _well_formed(claims: Any) -> bool:

@@ -9,23 +9,20 @@ request tens of milliseconds and a salt would rule out the one indexed lookup.
 
 A worker keeps the keys it found live, by their digest (never the key itself), for
 API_KEY_CACHE_SECONDS, so that a monitor's stream of requests does not read the same
-row for each one. A revocation still ends a key from the next request on in every
-worker of the instance: once `key_revoke` commits, the shared count of revocations
-(access/revocations.py) changes, and every kept check made before it is read again.
-Only a key revoked by another instance (or by hand in the database) may still be
-accepted by this one, for at most API_KEY_CACHE_SECONDS. A key that is not found is
-never kept: a new key works at once everywhere.
+row for each one (access/revocations.py). A revocation still ends a key from the next
+request on in every worker of the instance; only a key revoked by another instance (or
+by hand in the database) may still be accepted by this one, for at most
+API_KEY_CACHE_SECONDS. A key that is not found is never kept: a new key works at once
+everywhere.
 """
 
 import hashlib
 import secrets
-import time
 from datetime import timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import bindparam, or_, select, update
-from sqlalchemy.orm import Session
 
 from incident_rpc.access import revocations
 from incident_rpc.extensions import db
@@ -62,45 +59,19 @@ def actor(name: str) -> str:
     return ACTOR + name
 
 
-_KEPT = "incident_rpc.keys"  # app.extensions: digest -> (row, revocation count, until)
-_KEPT_AT_MOST = 1024  # live keys kept per process; past it they are all read again
-_REVOKING = "incident_rpc.keys.revoking"  # session.info: a revocation not yet committed
-
-
 def lookup(key: str) -> Any:
     """The live key's (id, name, role), or None; records its use about once a minute."""
     hashed = digest(key)
-    session = db.session()
-    kept: dict[str, Any] = current_app.extensions.setdefault(_KEPT, {})
-    count, now_s = revocations.count(), time.monotonic()
-    if _REVOKING not in session.info:  # (this transaction's own revocation: read it)
-        hit = kept.get(hashed)
-        if hit is not None and hit[1] == count and hit[2] > now_s:
-            return hit[0]
-    row = session.execute(_LIVE, {"key_hash": hashed}).first()
+    ttl = current_app.config["API_KEY_CACHE_SECONDS"]
+    return revocations.kept("incident_rpc.keys", hashed, ttl, lambda: _read(hashed))
+
+
+def _read(hashed: str) -> Any:
+    row = db.session.execute(_LIVE, {"key_hash": hashed}).first()
     now = utcnow()
     if row is not None and (row.last_used_at is None or row.last_used_at < now - TOUCH_EVERY):
         _touch(row.id, now)
-    ttl = current_app.config["API_KEY_CACHE_SECONDS"]
-    if row is not None and ttl > 0 and _REVOKING not in session.info:
-        if len(kept) >= _KEPT_AT_MOST:
-            kept.clear()
-        # Stamped with the count read before the SELECT: a revocation committed after
-        # that read changes the count, and so ends this entry, whatever the SELECT saw.
-        kept[hashed] = (row, count, now_s + ttl)
     return row
-
-
-def revoking(session: Session) -> None:
-    """A key is being revoked in this session's transaction: `committed` tells every worker."""
-    session.info[_REVOKING] = True
-
-
-def committed(session: Session) -> None:
-    """After a commit (a batch's: its own, not a savepoint's): if it revoked a key, every
-    worker's kept checks are stale."""
-    if session.info.pop(_REVOKING, None):
-        revocations.bump()
 
 
 def _touch(key_id: int, now: Any) -> None:

@@ -48,5 +48,4 @@ def key_revoke(ctx: Context, params: dict[str, Any]) -> ApiKey:
         raise NotFound(f"no API key with id {params['id']}")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
-        keys.revoking(db.session())
     return row

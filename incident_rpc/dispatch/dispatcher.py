@@ -113,6 +113,8 @@ def _run(command: Any, dialect: Dialect, header_token: str | None, batch: Batch 
     answer = _answer(call, call.dialect.handler(call.spec)(call.ctx, call.values))
     if isinstance(answer, Stream):
         return answer
+    if call.spec.revokes:
+        transaction.changes_credentials()
     if batch is not None:
         batch.spend([answer])
     if claim:

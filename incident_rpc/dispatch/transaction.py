@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from incident_rpc.access import keys
+from incident_rpc.access import revocations
 from incident_rpc.events import fanout, journal
 from incident_rpc.extensions import db
 from incident_rpc.notify import outbox, wakeup
@@ -32,8 +32,14 @@ def commit() -> None:
     if notifies:  # (in a batch, before its own commit: the sender looks again soon)
         wakeup.wake_sender()
     if not journal.in_outer_transaction(session):
-        keys.committed(session)
+        revocations.committed(session)
         _pass_on(session)
+
+
+def changes_credentials() -> None:
+    """The command being run changes credentials (its action `revokes`): once its
+    transaction commits, every worker reads the credentials it kept again."""
+    revocations.revoking(db.session())
 
 
 def rollback() -> None:
@@ -67,7 +73,7 @@ def shared() -> Iterator[Connection]:
         yield connection
         db.session.remove()
         outer.commit()
-        keys.committed(joined)
+        revocations.committed(joined)
         _pass_on(joined)  # what its savepoints wrote
     finally:
         db.session.remove()
