@@ -283,7 +283,8 @@ def test_the_create_form_and_the_keyboard(board: Board, board_server: Server, ad
     assert seen["severity"] == "high" and seen["details"] == {"rack": 7}
     board.find("#panel").send_keys(Keys.ESCAPE)  # Escape closes the panel
     board.wait(lambda: not board.find("#panel").is_displayed())
-    link = board.row(incident_id).find_element(By.CSS_SELECTOR, "a")
+    # The row comes with the live `added` event, which may follow the create's answer.
+    link = board.wait(lambda: board.row(incident_id)).find_element(By.CSS_SELECTOR, "a")
     link.send_keys(Keys.ENTER)  # a row is a link: Tab to it, Enter opens it
     board.wait(lambda: board.text("#panel-title").startswith(f"#{incident_id}"))
 
