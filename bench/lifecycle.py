@@ -36,6 +36,7 @@ from harness import (  # noqa: E402
     ADMIN,
     BENCH,
     DEFAULT_ADMIN_URL,
+    ROOT,
     Database,
     Gunicorn,
     instance_dir,
@@ -129,14 +130,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def start(database: Database, **env: str) -> Gunicorn:
+def start(database: Database, root: Path = ROOT, **env: str) -> Gunicorn:
+    """A production server on `database`, of the code in `root` (ours by default)."""
     settings = {
         "DATABASE_URL": database.sqlalchemy_url, "INCIDENT_RPC_ENV": "production",
         "SECRET_KEY": "bench-secret-key-for-the-lifecycle-bench", "ADMIN_USERNAME": ADMIN[0],
         "ADMIN_PASSWORD": ADMIN[1], "INSTANCE_PATH": instance_dir(), "LOG_LEVEL": "WARNING",
         "DB_POOL_SIZE": "5", **env,
     }  # fmt: skip
-    return Gunicorn("wsgi:app", settings, "/readyz").start()
+    return Gunicorn("wsgi:app", settings, "/readyz", root).start()
 
 
 def sign_in(server: Gunicorn) -> str:

@@ -21,6 +21,7 @@ The severity mapping is in docs/protocol.md, section 16.
 
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -113,6 +114,7 @@ def _dispatch(version: Version) -> str:
     return command[version.dedup]
 
 
+@cache  # the dialects' few schemas, made at import: read once, not per event
 def _keys(schema: Schema) -> list[str]:
     return [field.data_key or name for name, field in schema.load_fields.items()]
 

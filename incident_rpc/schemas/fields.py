@@ -118,9 +118,7 @@ class Anything(fields.Raw):
     default_error_messages = {"nul": NUL_MESSAGE}
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
-        if any(NUL in text for text in strings(value)):
-            raise self.make_error("nul")
-        return value
+        return _without_nul(self, value)
 
 
 class Document(fields.Dict):
@@ -137,10 +135,14 @@ class Document(fields.Dict):
         return super()._serialize(value, attr, obj, **kwargs)
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> dict:
-        document = super()._deserialize(value, attr, data, **kwargs)
-        if any(NUL in text for text in strings(document)):
-            raise self.make_error("nul")
-        return document
+        return _without_nul(self, super()._deserialize(value, attr, data, **kwargs))
+
+
+def _without_nul(field: fields.Field, value: Any) -> Any:
+    """`value`, unless a NUL is in one of its strings (keys included), at any depth."""
+    if any(NUL in text for text in strings(value)):
+        raise field.make_error("nul")
+    return value
 
 
 class Cursor(fields.Field):
