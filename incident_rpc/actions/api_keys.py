@@ -42,7 +42,7 @@ def key_list(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 @action("key_revoke", params=KeyIdParams(), role=Role.admin, output=key_out, revokes=True)
 def key_revoke(ctx: Context, params: dict[str, Any]) -> ApiKey:
     """The key fails from the next request on, in every worker once this commits
-    (access/keys.py); revoking it again changes nothing."""
+    (access/revocations.py); revoking it again changes nothing."""
     row = db.session.get(ApiKey, params["id"])
     if row is None:
         raise NotFound(f"no API key with id {params['id']}")
